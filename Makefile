@@ -1,0 +1,26 @@
+# p2p entry points. See README.md.
+SHELL := /bin/bash
+PY := .venv/bin/python
+export UV_PYTHON_DOWNLOADS := never
+UV := $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+
+# Data and weights beside the project (../shared in this lab and in CI); online users
+# get datasets/ from `make data` and torchvision's weight download instead.
+SHARED ?= $(abspath ../shared)
+export P2P_DATA_ROOT ?= $(if $(wildcard $(SHARED)/data/facades),$(SHARED)/data,$(CURDIR)/datasets)
+ifneq ($(wildcard $(SHARED)/weights/vgg16-features-imagenet.pth),)
+export P2P_WEIGHTS_DIR ?= $(SHARED)/weights
+endif
+
+.PHONY: setup test data
+
+setup:
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	$(UV) sync --frozen
+	@$(PY) -c "import p2p, torch; print('p2p ready: torch', torch.__version__)"
+
+test:
+	$(PY) -m pytest
+
+data:
+	$(PY) -m p2p.download facades $(CURDIR)/datasets

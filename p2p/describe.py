@@ -1,0 +1,82 @@
+"""What a config builds: parameter counts, the measured receptive field, output sizes."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+
+from p2p.config import RunConfig, discriminator_layers, patch_output_size
+from p2p.models import channels, count_parameters, create_discriminator, create_generator
+
+
+def measure_receptive_field(D: nn.Module, in_channels: int, size: int | None = None) -> int:
+    """Receptive field of the centre output unit, measured by backpropagation.
+
+    Runs a float64 copy in eval mode with all conv weights set to 1/fan-in (so no
+    gradient cancels by chance), backpropagates from one output unit and measures the
+    width of the input region whose gradient is non-zero.
+    """
+    net = copy.deepcopy(D).double().eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.fill_(1.0 / m.weight[0].numel())
+                if m.bias is not None:
+                    m.bias.zero_()
+    size = size or 512
+    x = torch.zeros(1, in_channels, size, size, dtype=torch.float64, requires_grad=True)
+    out = net(x)
+    h, w = out.shape[-2:]
+    out[0, 0, h // 2, w // 2].backward()
+    touched = x.grad.abs().sum((0, 1)) > 0
+    rows = touched.any(1).nonzero()
+    cols = touched.any(0).nonzero()
+    height = int(rows.max() - rows.min() + 1)
+    width = int(cols.max() - cols.min() + 1)
+    if height != width:
+        raise RuntimeError(f"non-square receptive field {height}x{width}")
+    return width
+
+
+def describe(cfg: RunConfig) -> dict:
+    in_ch, out_ch = channels(cfg)
+    G = create_generator(cfg)
+    D = create_discriminator(cfg)
+    d_in = in_ch + out_ch if cfg.loss.conditional else out_ch
+    crop = cfg.data.crop_size
+    layers = discriminator_layers(cfg.model.discriminator)
+    with torch.no_grad():
+        g_out = tuple(G.eval()(torch.zeros(1, in_ch, crop, crop)).shape[1:])
+        d_out = tuple(D.eval()(torch.zeros(1, d_in, crop, crop)).shape[1:])
+    assert d_out[-1] == patch_output_size(crop, layers)
+    return {
+        "name": cfg.name,
+        "generator": cfg.model.generator.arch,
+        "generator_params": count_parameters(G),
+        "discriminator_params": count_parameters(D),
+        "discriminator_layers": layers,
+        "discriminator_conditional": cfg.loss.conditional,
+        "receptive_field": measure_receptive_field(D, d_in),
+        "input_size": [in_ch, crop, crop],
+        "generator_output_size": list(g_out),
+        "discriminator_output_size": list(d_out),
+        "gan": cfg.loss.gan,
+    }
+
+
+def format_description(info: dict) -> str:
+    d_out = "x".join(str(v) for v in info["discriminator_output_size"])
+    return "\n".join([
+        f"config              {info['name']}",
+        f"generator           {info['generator']}: {info['generator_params']:,} parameters "
+        f"({info['generator_params'] / 1e6:.3f} M)",
+        f"discriminator       PatchGAN, {info['discriminator_layers']} strided layers: "
+        f"{info['discriminator_params']:,} parameters ({info['discriminator_params'] / 1e6:.3f} M)"
+        + ("" if info["gan"] != "none" else " (unused: loss.gan is none)"),
+        f"receptive field     {info['receptive_field']}x{info['receptive_field']} (measured by backpropagation)",
+        f"input               {'x'.join(map(str, info['input_size']))}",
+        f"generator output    {'x'.join(map(str, info['generator_output_size']))}",
+        f"discriminator out   {d_out} ({'conditional' if info['discriminator_conditional'] else 'unconditional'})",
+    ])
