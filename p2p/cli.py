@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="run config YAML (e.g. experiments/facades.yaml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (dotted), value read as YAML; repeatable")
+    p.add_argument("--scale", default=None, help="scale overlay: cpu, paper, or a YAML file (experiments/scales/)")
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN_DIR_OR_CHECKPOINT",
                    help="continue an unfinished run: its folder or checkpoint, or (no value) the newest one of this config")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("describe", help="what a config builds: parameters, receptive field, output sizes")
     p.add_argument("config")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--scale", default=None, help="scale overlay: cpu, paper, or a YAML file")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_describe)
 
@@ -44,7 +46,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from p2p.config import load_config
     from p2p.trainer import find_resumable, train
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, args.overrides, scale=args.scale)
     run_dir = None
     if args.resume == "latest":
         run_dir = find_resumable(Path(cfg.runtime.out_dir), cfg.name)
@@ -66,7 +68,7 @@ def cmd_describe(args: argparse.Namespace) -> int:
     from p2p.config import load_config
     from p2p.describe import describe, format_description
 
-    info = describe(load_config(args.config, args.overrides))
+    info = describe(load_config(args.config, args.overrides, scale=args.scale))
     print(json.dumps(info, indent=2) if args.json else format_description(info))
     return 0
 

@@ -208,14 +208,36 @@ def apply_overrides(data: dict, overrides: dict[str, Any] | list[str] | None) ->
     return data
 
 
-def load_config(path: str | Path, overrides: dict[str, Any] | list[str] | None = None) -> RunConfig:
-    """Read a run config, apply `--set` overrides, type-check and validate it."""
+def load_config(path: str | Path, overrides: dict[str, Any] | list[str] | None = None,
+                scale: str | None = None) -> RunConfig:
+    """Read a run config, lay a scale overlay on it, apply `--set` overrides, type-check and validate.
+
+    `scale` is a name (`cpu`, `paper`: `scales/NAME.yaml` beside the config) or a path to an overlay.
+    """
     path = Path(path)
     data = resolve_includes(load_yaml(path), path.resolve())
+    if scale:
+        data = deep_merge(data, load_scale(scale, path))
     data = apply_overrides(data, overrides)
     cfg = from_dict(RunConfig, data, source=str(path))
     validate(cfg, source=str(path))
     return cfg
+
+
+def scale_path(scale: str, config_path: Path) -> Path:
+    candidate = Path(scale)
+    if candidate.suffix in (".yaml", ".yml"):
+        return candidate
+    for folder in (config_path.resolve().parent, config_path.resolve().parent.parent / "experiments",
+                   Path("experiments")):
+        if (folder / "scales" / f"{scale}.yaml").is_file():
+            return folder / "scales" / f"{scale}.yaml"
+    raise UserError(f"scale '{scale}': no scales/{scale}.yaml beside {config_path} (expected cpu or paper)")
+
+
+def load_scale(scale: str, config_path: Path) -> dict:
+    path = scale_path(scale, config_path)
+    return resolve_includes(load_yaml(path), path.resolve())
 
 
 def config_from_dict(data: dict, source: str = "<config>") -> RunConfig:
