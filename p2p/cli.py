@@ -57,7 +57,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         run_dir = path.parent if path.is_file() else path
         if not (run_dir / "checkpoint.pt").is_file():
             raise UserError(f"--resume {args.resume}: no checkpoint.pt there")
-    result = train(cfg, run_dir=run_dir, resume=run_dir is not None, progress=not args.no_progress)
+    result = train(cfg, run_dir=run_dir, resume=run_dir is not None, progress=not args.no_progress,
+                   tags={"p2p.scale": args.scale or "custom"})
     print(f"run {result.run_id} finished: {result.run_dir}")
     for key, value in sorted(result.scores.items()):
         print(f"  {key:20s} {value:.4f}")
