@@ -296,6 +296,8 @@ def coerce(tp: Any, value: Any, source: str, key: str) -> Any:
             return value
         fail("an integer")
     if tp is float:
+        if isinstance(value, str):
+            value = _float_literal(value)  # YAML 1.1 reads `1e-4` (no dot) as a string
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
             return float(value)
         fail("a number")
@@ -316,6 +318,13 @@ def coerce(tp: Any, value: Any, source: str, key: str) -> Any:
             fail(f"a list of {len(args)} values")
         return tuple(coerce(a, v, source, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
     raise TypeError(f"unsupported config type {tp!r} for {key}")  # a bug in this module, not user input
+
+
+def _float_literal(text: str) -> Any:
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 # ---------------------------------------------------------------- validation

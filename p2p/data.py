@@ -9,6 +9,7 @@ and mirrors, with the same offsets for input and target.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,11 @@ from torchvision.io import ImageReadMode, decode_image
 
 from p2p.config import DataConfig, data_root
 from p2p.errors import UserError
+
+# torchvision 0.29 marks its image codecs deprecated in favour of TorchCodec; they still are the
+# project's codec of record (libjpeg/libpng, no FFmpeg needed), so the notice is silenced here.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities of TorchVision",
+                        category=DeprecationWarning)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
