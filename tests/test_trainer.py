@@ -1,0 +1,130 @@
+"""Training end to end on tiny real data: exact resume, NaN handling, and the MLflow contract."""
+
+import pytest
+import torch
+
+from p2p import checkpoint, losses
+from p2p.tracking import RunTracker, client
+from p2p.trainer import StopTraining, TrainingFault, train
+from tests.conftest import facades_config
+
+TRICKS = {"tricks.label_smoothing": [0.8, 1.0], "tricks.label_flip": 0.2, "tricks.instance_noise": 0.1,
+          "tricks.image_pool": 2, "runtime.deterministic": True, "data.max_images": 3}
+
+
+def weights(path):
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    return state["generator"], state.get("discriminator")
+
+
+def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(mlflow_uri, tiny_overrides, tmp_path):
+    cfg = facades_config({**tiny_overrides, **TRICKS, "optim.epochs": 1, "optim.decay_epochs": 2})
+    whole = train(cfg, run_dir=tmp_path / "whole", progress=False)
+
+    def stop_after_first(epoch, metrics):
+        if epoch == 1:
+            raise StopTraining("simulated kill after epoch 1")
+
+    with pytest.raises(StopTraining):
+        train(cfg, run_dir=tmp_path / "split", progress=False, on_epoch=stop_after_first)
+    first_id = torch.load(tmp_path / "split" / checkpoint.CHECKPOINT, weights_only=False)["run_id"]
+    assert client().get_run(first_id).info.status == "KILLED"
+    resumed = train(cfg, run_dir=tmp_path / "split", resume=True, progress=False)
+    assert resumed.run_id == first_id  # the same MLflow run continues
+    assert client().get_run(first_id).info.status == "FINISHED"
+
+    g_whole, _ = weights(whole.run_dir / checkpoint.GENERATOR)
+    g_split, _ = weights(resumed.run_dir / checkpoint.GENERATOR)
+    _, d_whole = weights(whole.run_dir / checkpoint.CHECKPOINT)
+    _, d_split = weights(resumed.run_dir / checkpoint.CHECKPOINT)
+    for name in g_whole:
+        assert torch.equal(g_whole[name], g_split[name]), name
+    for name in d_whole:
+        assert torch.equal(d_whole[name], d_split[name]), name
+    assert whole.scores == resumed.scores
+    # and the run really trained: weights moved away from their initial values
+    init = facades_config({**tiny_overrides, **TRICKS})
+    torch.manual_seed(init.seed)
+    from p2p.models import create_generator
+    g0 = create_generator(init).state_dict()
+    assert any(not torch.equal(g0[k], g_whole[k]) for k in g0 if g0[k].is_floating_point())
+
+
+def test_deterministic_reruns_are_identical_and_seeds_differ(mlflow_uri, tiny_overrides, tmp_path):
+    cfg = facades_config({**tiny_overrides, "runtime.deterministic": True, "optim.decay_epochs": 0})
+    a = weights(train(cfg, run_dir=tmp_path / "a", progress=False).run_dir / checkpoint.GENERATOR)[0]
+    b = weights(train(cfg, run_dir=tmp_path / "b", progress=False).run_dir / checkpoint.GENERATOR)[0]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    other = facades_config({**tiny_overrides, "runtime.deterministic": True, "optim.decay_epochs": 0, "seed": 1})
+    c = weights(train(other, run_dir=tmp_path / "c", progress=False).run_dir / checkpoint.GENERATOR)[0]
+    assert any(not torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
+
+
+def test_run_lands_in_mlflow_with_the_contract_names(mlflow_uri, tiny_overrides, tmp_path):
+    cfg = facades_config({**tiny_overrides, "name": "tiny", "experiment": "tiny-exp"})
+    result = train(cfg, run_dir=tmp_path / "run", progress=False, tags={"p2p.scale": "cpu"})
+    run = client().get_run(result.run_id)
+    assert run.info.status == "FINISHED" and run.info.run_name == "tiny"
+    assert client().get_experiment(run.info.experiment_id).name == "tiny-exp"
+    params = run.data.params
+    assert params["model.discriminator.patch"] == "16"
+    assert params["loss.gan"] == "vanilla" and params["loss.conditional"] == "true"
+    assert params["data.direction"] == "BtoA" and params["optim.lr"] == "0.0002"
+    assert run.data.tags["p2p.scale"] == "cpu"
+    for key in ("loss_D_real", "loss_D_fake", "loss_G_GAN", "loss_G_L1", "lr", "img_per_s"):
+        history = client().get_metric_history(result.run_id, f"train/{key}")
+        assert [m.step for m in history] == [1, 2], key
+    lrs = [m.value for m in client().get_metric_history(result.run_id, "train/lr")]
+    assert lrs == [pytest.approx(2e-4), pytest.approx(1e-4)]  # 1 constant epoch, then decay
+    for key in ("eval/ssim", "eval/psnr", "eval/l1"):
+        assert key in run.data.metrics
+    assert set(result.scores) == {"eval/ssim", "eval/psnr", "eval/l1"}
+    top = {a.path for a in client().list_artifacts(result.run_id)}
+    assert {"config.yaml", "samples", "generator.pt"} <= top
+    samples = [a.path for a in client().list_artifacts(result.run_id, "samples")]
+    assert samples == ["samples/epoch_002.png"]
+    logged = client().download_artifacts(result.run_id, "config.yaml", str(tmp_path))
+    from p2p.config import load_config
+    assert load_config(logged) == cfg  # the resolved config reproduces the run
+
+
+def test_l1_only_trains_no_discriminator(mlflow_uri, tiny_overrides, tmp_path):
+    cfg = facades_config({**tiny_overrides, "loss.gan": "none", "optim.decay_epochs": 0})
+    result = train(cfg, run_dir=tmp_path / "l1", progress=False)
+    metrics = client().get_run(result.run_id).data.metrics
+    assert "train/loss_G_L1" in metrics and "train/loss_D_real" not in metrics
+    assert torch.load(result.run_dir / checkpoint.CHECKPOINT, weights_only=False)["discriminator"] is None
+
+
+def test_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(mlflow_uri, tiny_overrides, tmp_path,
+                                                                      monkeypatch):
+    cfg = facades_config({**tiny_overrides, "optim.epochs": 2, "optim.decay_epochs": 0})
+    calls = {"n": 0}
+    real_l1 = losses.l1_loss
+
+    def poisoned(fake, target):
+        calls["n"] += 1
+        loss = real_l1(fake, target)
+        return loss * float("nan") if calls["n"] > 5 else loss  # epoch 2 (4 images per epoch)
+
+    monkeypatch.setattr(losses, "l1_loss", poisoned)
+    with pytest.raises(TrainingFault, match="non-finite loss .*train/loss_G_L1.* in epoch 2"):
+        train(cfg, run_dir=tmp_path / "nan", progress=False)
+    state = torch.load(tmp_path / "nan" / checkpoint.CHECKPOINT, weights_only=False)
+    assert state["epoch"] == 1  # epoch 1's work is kept
+    run = client().get_run(state["run_id"])
+    assert run.info.status == "FAILED"
+    assert "non-finite loss" in run.data.tags["p2p.failure"]
+
+
+def test_resume_refuses_a_changed_config(mlflow_uri, tiny_overrides, tmp_path):
+    cfg = facades_config({**tiny_overrides, "optim.decay_epochs": 0})
+    train(cfg, run_dir=tmp_path / "r", progress=False)
+    from p2p.errors import UserError
+    changed = facades_config({**tiny_overrides, "optim.decay_epochs": 0, "loss.l1": 10})
+    with pytest.raises(UserError, match="cannot resume, config key 'loss.l1' was 100.0 and is now 10.0"):
+        train(changed, run_dir=tmp_path / "r", resume=True, progress=False)
+    # resuming a finished run is a no-op that returns its scores
+    again = train(cfg, run_dir=tmp_path / "r", resume=True, progress=False)
+    assert set(again.scores) == {"eval/ssim", "eval/psnr", "eval/l1"}
+    assert RunTracker(again.run_id).status() == "FINISHED"
