@@ -16,7 +16,7 @@ endif
 
 setup:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
 	@$(PY) -c "import p2p, torch; print('p2p ready: torch', torch.__version__)"
 
 test:

@@ -11,33 +11,42 @@ from p2p.config import RunConfig, discriminator_layers, patch_output_size
 from p2p.models import channels, count_parameters, create_discriminator, create_generator
 
 
-def measure_receptive_field(D: nn.Module, in_channels: int, size: int | None = None) -> int:
+def measure_receptive_field(D: nn.Module, in_channels: int, max_size: int = 1024) -> int:
     """Receptive field of the centre output unit, measured by backpropagation.
 
-    Runs a float64 copy in eval mode with all conv weights set to 1/fan-in (so no
-    gradient cancels by chance), backpropagates from one output unit and measures the
-    width of the input region whose gradient is non-zero.
+    Runs a copy in eval mode with all conv weights set to 1/fan-in (so no gradient
+    cancels by chance), backpropagates from one output unit and measures the width of
+    the input region whose gradient is non-zero. The input grows until that region no
+    longer touches the border (so it is the whole field, not a clipped one).
     """
-    net = copy.deepcopy(D).double().eval()
+    net = copy.deepcopy(D).float().eval()
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, nn.Conv2d):
                 m.weight.fill_(1.0 / m.weight[0].numel())
                 if m.bias is not None:
                     m.bias.zero_()
-    size = size or 512
-    x = torch.zeros(1, in_channels, size, size, dtype=torch.float64, requires_grad=True)
-    out = net(x)
-    h, w = out.shape[-2:]
-    out[0, 0, h // 2, w // 2].backward()
-    touched = x.grad.abs().sum((0, 1)) > 0
-    rows = touched.any(1).nonzero()
-    cols = touched.any(0).nonzero()
-    height = int(rows.max() - rows.min() + 1)
-    width = int(cols.max() - cols.min() + 1)
-    if height != width:
-        raise RuntimeError(f"non-square receptive field {height}x{width}")
-    return width
+    size = 32
+    while size <= max_size:
+        x = torch.zeros(1, in_channels, size, size, requires_grad=True)
+        try:
+            out = net(x)
+        except RuntimeError:  # too small an input for this depth: no output unit at all
+            size *= 2
+            continue
+        h, w = out.shape[-2:]
+        if h >= 1 and w >= 1:
+            out[0, 0, h // 2, w // 2].backward()
+            touched = x.grad.abs().sum((0, 1)) > 0
+            rows, cols = touched.any(1).nonzero(), touched.any(0).nonzero()
+            top, bottom, left, right = int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())
+            if top > 0 and left > 0 and bottom < size - 1 and right < size - 1:
+                height, width = bottom - top + 1, right - left + 1
+                if height != width:
+                    raise RuntimeError(f"non-square receptive field {height}x{width}")
+                return width
+        size *= 2
+    raise RuntimeError(f"receptive field larger than {max_size} pixels")
 
 
 def describe(cfg: RunConfig) -> dict:
