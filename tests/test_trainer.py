@@ -128,3 +128,11 @@ def test_resume_refuses_a_changed_config(mlflow_uri, tiny_overrides, tmp_path):
     again = train(cfg, run_dir=tmp_path / "r", resume=True, progress=False)
     assert set(again.scores) == {"eval/ssim", "eval/psnr", "eval/l1"}
     assert RunTracker(again.run_id).status() == "FINISHED"
+
+
+def test_colorization_trains_end_to_end(mlflow_uri, tiny_overrides, tmp_path):
+    cfg = facades_config({**tiny_overrides, "data.task": "colorization", "optim.decay_epochs": 0})
+    result = train(cfg, run_dir=tmp_path / "color", progress=False)
+    assert set(result.scores) == {"eval/ssim", "eval/psnr", "eval/l1"}
+    g = weights(result.run_dir / checkpoint.GENERATOR)[0]
+    assert g["model.model.0.weight"].shape[1] == 1  # a one-channel (grayscale) input
