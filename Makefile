@@ -24,3 +24,7 @@ test:
 
 data:
 	$(PY) -m p2p.download facades $(CURDIR)/datasets
+
+.PHONY: bench
+bench:
+	$(PY) -m p2p.bench

@@ -105,12 +105,14 @@ class EvalConfig:
 class RuntimeConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = 0  # 0: torch's default
-    precision: Literal["fp32", "bf16"] = "fp32"
+    # auto: bf16 where the hardware runs it natively (CUDA, or a CPU with AVX512-BF16/AMX), else fp32
+    precision: Literal["fp32", "bf16", "auto"] = "fp32"
     deterministic: bool = False
     out_dir: str = "runs"
-    log_every: int = 50  # steps between loss checks and progress updates
-    compile: bool = False
+    log_every: int = 50  # steps between loss checks (the only host syncs in an epoch)
+    compile: bool = False  # torch.compile G and D (CUDA graphs on GPUs: no launch overhead at batch 1)
     channels_last: bool = False
+    malloc_tuning: bool = True  # keep freed activations in the heap instead of returning them to the OS
 
 
 @dataclass(frozen=True)

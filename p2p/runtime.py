@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import ctypes
+import ctypes.util
 import os
 import random
+import sys
+import time
 
 import numpy as np
 import torch
 
 from p2p.config import RuntimeConfig
 from p2p.errors import UserError
+
+_LOADED = time.monotonic()
 
 
 def select_device(cfg: RuntimeConfig) -> torch.device:
@@ -22,8 +29,10 @@ def select_device(cfg: RuntimeConfig) -> torch.device:
 
 
 def configure(cfg: RuntimeConfig, seed: int) -> torch.device:
-    """Apply threads, determinism and seeds; return the device to use."""
+    """Apply threads, allocator, determinism and seeds; return the device to use."""
     device = select_device(cfg)
+    if cfg.malloc_tuning:
+        tune_malloc()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     if cfg.deterministic:
@@ -35,8 +44,76 @@ def configure(cfg: RuntimeConfig, seed: int) -> torch.device:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    if cfg.precision == "bf16" and not native_bf16(device):
+        print(f"p2p: warning: runtime.precision bf16 on a {device.type} without native bf16 runs many times "
+              "slower than fp32 (use fp32 or auto)", file=sys.stderr)
     seed_everything(seed)
     return device
+
+
+def process_age() -> float:
+    """Seconds since this process started (Linux: from /proc; elsewhere since this module loaded)."""
+    try:
+        start_ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
+        uptime = float(open("/proc/uptime").read().split()[0])
+        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.monotonic() - _LOADED
+
+
+def trace_first_step() -> bool:
+    """With P2P_TRACE_STARTUP set: say how long start-up took (what `make bench` measures)."""
+    print(f"p2p: first training step {process_age():.2f} s after process start", file=sys.stderr, flush=True)
+    return False
+
+
+def compile_module(net: torch.nn.Module, cfg: RuntimeConfig, device: torch.device) -> torch.nn.Module:
+    """torch.compile when asked: CUDA graphs on GPUs (batch-1 steps are launch-bound), inductor on CPUs."""
+    if not cfg.compile:
+        return net
+    return torch.compile(net, mode="reduce-overhead" if device.type == "cuda" else None)
+
+
+def tune_malloc() -> bool:
+    """Raise glibc's mmap/trim thresholds so big activation buffers are reused, not re-faulted.
+
+    By default glibc serves blocks over 128 KiB-32 MiB with fresh mmaps and returns
+    them on free, so every step pays page faults for the same tensors again. Done with
+    mallopt at run time (the MALLOC_*_ variables would need setting before Python starts).
+    Returns whether it applied (glibc only).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    name = ctypes.util.find_library("c")
+    if not name:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+    ok = mallopt(M_MMAP_THRESHOLD, 1 << 30) and mallopt(M_TRIM_THRESHOLD, (1 << 31) - 1) and mallopt(M_TOP_PAD, 1 << 28)
+    return bool(ok)
+
+
+@functools.lru_cache(maxsize=None)
+def _native_bf16(device_type: str) -> bool:
+    if device_type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bf16 matmuls/convolutions run in hardware (on an AVX2-only CPU they are ~20-50x slower)."""
+    return _native_bf16(device.type)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
 
 
 def seed_everything(seed: int) -> None:
@@ -47,7 +124,7 @@ def seed_everything(seed: int) -> None:
 
 def autocast(device: torch.device, precision: str):
     """bf16 autocast for the forward passes, or nothing for fp32."""
-    if precision == "bf16":
+    if resolve_precision(precision, device) == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

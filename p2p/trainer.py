@@ -6,6 +6,7 @@ Read `train()` first; everything else in this file is a helper it calls.
 from __future__ import annotations
 
 import math
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -75,6 +76,8 @@ def train(cfg: RunConfig, *, run_dir: Path | None = None, resume: bool = False, 
     if cfg.runtime.channels_last:
         G = G.to(memory_format=torch.channels_last)
         D = D.to(memory_format=torch.channels_last) if D is not None else None
+    G_run = runtime.compile_module(G, cfg.runtime, device)  # what runs; G itself holds the weights
+    D_run = runtime.compile_module(D, cfg.runtime, device) if D is not None else None
     opt_G = make_optimizer(G, cfg, device)
     opt_D = make_optimizer(D, cfg, device) if D is not None else None
     factor = lambda e: lr_factor(e, cfg.optim.epochs, cfg.optim.decay_epochs)  # noqa: E731
@@ -111,6 +114,7 @@ def train(cfg: RunConfig, *, run_dir: Path | None = None, resume: bool = False, 
     steps_per_epoch = len(loader)
     noise_epochs = cfg.tricks.instance_noise_epochs or total_epochs
     scores: dict[str, float] = {}
+    trace_startup = bool(os.environ.get("P2P_TRACE_STARTUP"))
     bar = tqdm(total=total_epochs * len(loader.data), initial=start_epoch * len(loader.data), unit="img",
                desc=cfg.name, disable=not progress, dynamic_ncols=True, smoothing=0.1)
     try:
@@ -126,17 +130,19 @@ def train(cfg: RunConfig, *, run_dir: Path | None = None, resume: bool = False, 
                 noise = losses.instance_noise_std(cfg.tricks.instance_noise, progress_epochs, noise_epochs)
                 # Generate once; D learns on a detached copy, G on the graph.
                 with runtime.autocast(device, cfg.runtime.precision):
-                    fake_out = G(real_in)
+                    fake_out = G_run(real_in)
                 if D is not None:
-                    loss_real, loss_fake = discriminator_step(D, opt_D, real_in, real_out, fake_out.detach(), pool, noise,
+                    loss_real, loss_fake = discriminator_step(D_run, opt_D, real_in, real_out, fake_out.detach(), pool, noise,
                                                   tricks_rng, cfg, device)
                     sums[0] += loss_real
                     sums[1] += loss_fake
-                loss_gan, loss_l1 = generator_step(G, D, opt_G, real_in, real_out, fake_out, cfg, device)
+                loss_gan, loss_l1 = generator_step(G_run, D_run, opt_G, real_in, real_out, fake_out, cfg, device)
                 sums[2] += loss_gan
                 sums[3] += loss_l1
                 seen += real_in.shape[0]
                 bar.update(real_in.shape[0])
+                if trace_startup:
+                    trace_startup = runtime.trace_first_step()
                 if (step + 1) % cfg.runtime.log_every == 0:
                     _check_finite(sums, epoch, step)
             elapsed = time.perf_counter() - epoch_start

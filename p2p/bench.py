@@ -1,0 +1,392 @@
+"""`make bench`: how fast training and scoring run, against a plain implementation in the same run.
+
+Each measurement runs in a fresh subprocess (allocator settings are per process), and
+baseline and tuned variants alternate so that a busy machine slows both alike. The
+baseline is the reference implementation's loop: eager fp32, the same networks, plain
+`torch.optim.Adam`, glibc's default allocator, D's weights frozen during G's step.
+
+Results go to `reports/bench/bench-<time>.json` (and `latest.json`, `latest.md`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FACADES = ROOT / "experiments" / "facades.yaml"
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    scale: str  # experiments/scales/<scale>.yaml
+    crop: int
+    ngf: int
+
+
+SETTINGS = (Setting("paper 256 batch 1", "paper", 256, 64), Setting("cpu scale 128", "cpu", 128, 32))
+
+# variant -> (uses the trainer's step functions, precision, channels_last, compile, malloc tuning)
+VARIANTS = {
+    "baseline": dict(tuned=False, precision="fp32", channels_last=False, compile=False, malloc=False),
+    "p2p fp32": dict(tuned=True, precision="fp32", channels_last=False, compile=False, malloc=True),
+    "p2p fp32 glibc default": dict(tuned=True, precision="fp32", channels_last=False, compile=False, malloc=False),
+    "p2p bf16": dict(tuned=True, precision="bf16", channels_last=False, compile=False, malloc=True),
+    "p2p fp32 channels_last": dict(tuned=True, precision="fp32", channels_last=True, compile=False, malloc=True),
+    "p2p fp32 compile": dict(tuned=True, precision="fp32", channels_last=False, compile=True, malloc=True),
+}
+
+
+# ---------------------------------------------------------------- one measurement (in a subprocess)
+
+
+def measure_iteration(setting: Setting, variant: str, device_name: str, max_iters: int, budget_s: float) -> dict:
+    import torch
+
+    from p2p import losses, runtime
+    from p2p.config import load_config
+    from p2p.models import create_discriminator, create_generator
+    from p2p.trainer import discriminator_step, generator_step, make_optimizer, set_requires_grad
+
+    v = VARIANTS[variant]
+    device = torch.device(device_name)
+    overrides = {"runtime.precision": v["precision"], "runtime.channels_last": v["channels_last"],
+                 "runtime.compile": v["compile"], "runtime.malloc_tuning": v["malloc"], "runtime.device": device.type}
+    cfg = load_config(FACADES, overrides, scale=setting.scale)
+    runtime.configure(cfg.runtime, cfg.seed)
+    fmt = torch.channels_last if v["channels_last"] else torch.contiguous_format
+    G = create_generator(cfg).to(device, memory_format=fmt)
+    D = create_discriminator(cfg).to(device, memory_format=fmt)
+    x = torch.rand(1, 3, setting.crop, setting.crop, device=device).mul(2).sub(1).to(memory_format=fmt)
+    y = torch.rand(1, 3, setting.crop, setting.crop, device=device).mul(2).sub(1).to(memory_format=fmt)
+
+    if v["tuned"]:
+        G_run, D_run = runtime.compile_module(G, cfg.runtime, device), runtime.compile_module(D, cfg.runtime, device)
+        opt_G, opt_D = make_optimizer(G, cfg, device), make_optimizer(D, cfg, device)
+        pool, rng = losses.ImagePool(0), torch.Generator().manual_seed(0)
+
+        def step():
+            with runtime.autocast(device, cfg.runtime.precision):
+                fake = G_run(x)
+            discriminator_step(D_run, opt_D, x, y, fake.detach(), pool, 0.0, rng, cfg, device)
+            generator_step(G_run, D_run, opt_G, x, y, fake, cfg, device)
+    else:
+        opt_G = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        opt_D = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
+        bce, l1 = torch.nn.BCEWithLogitsLoss(), torch.nn.L1Loss()
+
+        def step():  # the reference's optimize_parameters(), written out
+            fake = G(x)
+            set_requires_grad(D, True)
+            opt_D.zero_grad()
+            pred_fake = D(torch.cat((x, fake.detach()), 1))
+            pred_real = D(torch.cat((x, y), 1))
+            loss_D = (bce(pred_fake, torch.zeros_like(pred_fake)) + bce(pred_real, torch.ones_like(pred_real))) * 0.5
+            loss_D.backward()
+            opt_D.step()
+            set_requires_grad(D, False)
+            opt_G.zero_grad()
+            pred_fake = D(torch.cat((x, fake), 1))
+            loss_G = bce(pred_fake, torch.ones_like(pred_fake)) + 100.0 * l1(fake, y)
+            loss_G.backward()
+            opt_G.step()
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    warmup_start = time.perf_counter()
+    for _ in range(3):
+        step()
+    sync()
+    warmup = time.perf_counter() - warmup_start
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < max_iters and (len(times) < 3 or time.perf_counter() - start < budget_s):
+        t = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - t)
+    median = statistics.median(times)
+    result = {"setting": setting.name, "variant": variant, "device": device.type, "iters": len(times),
+              "ms_per_iter": median * 1000, "img_per_s": 1.0 / median, "warmup_s": warmup,
+              "spread_ms": [min(times) * 1000, max(times) * 1000]}
+    if variant == "baseline":
+        result["flops_per_iter"] = count_flops(step)
+    return result
+
+
+def count_flops(step) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    return int(counter.get_total_flops())
+
+
+def measure_tracking_overhead(data_root: str) -> dict:
+    """Seconds spent in MLflow calls during a short CPU-scale run, as a share of the run."""
+    import tempfile
+
+    from p2p import tracking
+    from p2p.config import load_config
+    from p2p.trainer import train
+
+    spent = {"s": 0.0, "calls": 0}
+    for name in ("log_metrics", "log_params", "log_artifact", "log_text", "set_tags", "finish", "start"):
+        original = getattr(tracking.RunTracker, name)
+        is_class = isinstance(tracking.RunTracker.__dict__[name], classmethod)
+
+        def timed(*args, __original=original, **kwargs):
+            t = time.perf_counter()
+            try:
+                return __original(*args, **kwargs)
+            finally:
+                spent["s"] += time.perf_counter() - t
+                spent["calls"] += 1
+
+        setattr(tracking.RunTracker, name, classmethod(lambda cls, *a, __t=timed, **k: __t(*a, **k)) if is_class
+                else timed)
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
+        tracking.ensure_store()
+        cfg = load_config(FACADES, {"data.root": data_root, "data.max_images": 100, "optim.epochs": 2,
+                                    "optim.decay_epochs": 1, "eval.metrics": ["l1"], "eval.max_images": 8,
+                                    "runtime.out_dir": f"{tmp}/runs"}, scale="cpu")
+        t = time.perf_counter()
+        train(cfg, progress=False)
+        total = time.perf_counter() - t
+    return {"run_s": total, "tracking_s": spent["s"], "tracking_calls": spent["calls"],
+            "tracking_share": spent["s"] / total}
+
+
+def measure_scoring(data_root: str, size: int) -> list[dict]:
+    """Scoring the test split: the batched scorer vs scoring one image at a time."""
+    import torch
+
+    from p2p.config import DataConfig
+    from p2p.data import load_eval
+    from p2p.metrics import ScoreSettings, score_images
+
+    pairs = load_eval(DataConfig(root=data_root, dataset="facades", direction="BtoA", crop_size=size,
+                                 load_size=size), "test")
+    labels, photos = pairs.split(pairs.pairs)
+    # Outputs: the real photos, blurred (a stand-in generator; scoring cost does not depend on content).
+    outputs = torch.nn.functional.avg_pool2d(photos.float(), 3, 1, 1).round().to(torch.uint8)
+    settings = ScoreSettings(metrics=("fcn", "lpips", "ssim", "psnr", "l1"), batch_size=16)
+    score_images(outputs[:2], photos[:2], settings, labels=labels[:2])  # build the networks once
+    results = []
+    for variant, batch in (("batched", 16), ("one image at a time", 1)):
+        t = time.perf_counter()
+        scores = score_images(outputs, photos, ScoreSettings(metrics=settings.metrics, batch_size=batch),
+                              labels=labels)
+        results.append({"variant": variant, "images": len(outputs), "size": size,
+                        "seconds": time.perf_counter() - t, "scores": scores})
+    return results
+
+
+# ---------------------------------------------------------------- the driver
+
+
+def run_child(args: list[str], env: dict | None = None, timeout: float = 900) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "p2p.bench", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=timeout, cwd=ROOT)
+    if proc.returncode != 0:
+        return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def measure_sweep_startup(spec: str, data_root: str, timeout: float = 120) -> dict:
+    """Wall time from `p2p sweep SPEC --scale cpu` to the first training step."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "P2P_TRACE_STARTUP": "1", "P2P_DATA_ROOT": data_root,
+               "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
+        cmd = [sys.executable, "-m", "p2p", "sweep", spec, "--scale", "cpu", "--workers", "1",
+               "--storage", f"sqlite:///{tmp}/optuna.db", "--set", f"runtime.out_dir={tmp}/runs"]
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env,
+                                cwd=tmp, start_new_session=True)
+        elapsed, error = None, None
+        try:
+            for line in proc.stderr:
+                if "first training step" in line:
+                    elapsed = time.perf_counter() - start
+                    break
+                if time.perf_counter() - start > timeout:
+                    break
+            else:
+                error = "the sweep ended before a training step"
+        finally:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return {"spec": spec, "startup_s": elapsed, **({"error": error} if error else {})}
+
+
+def machine() -> dict:
+    import torch
+
+    info = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
+            "threads": torch.get_num_threads(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"model name\s*:\s*(.*)", cpuinfo)
+    mhz = re.findall(r"cpu MHz\s*:\s*([\d.]+)", cpuinfo)
+    flag_line = re.search(r"flags\s*:\s*(.*)", cpuinfo)
+    flags = set(flag_line.group(1).split()) if flag_line else set()
+    info["cpu"] = model.group(1).strip() if model else platform.processor()
+    info["cpu_mhz"] = max(float(m) for m in mhz) if mhz else None
+    # fp32 FLOP per cycle per core: two FMA pipes x (16 lanes with AVX-512, 8 with AVX2) x 2
+    info["flop_per_cycle"] = 64 if "avx512f" in flags else 32 if {"avx2", "fma"} <= flags else 8
+    if info["cpu_mhz"]:
+        info["peak_flops"] = info["threads"] * info["cpu_mhz"] * 1e6 * info["flop_per_cycle"]
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m p2p.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--iters", type=int, default=15, help="timed iterations per variant (at most)")
+    parser.add_argument("--budget", type=float, default=30.0, help="seconds per variant (at least 3 iterations)")
+    parser.add_argument("--repeats", type=int, default=2, help="alternating rounds of baseline and tuned variants")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated variant names")
+    parser.add_argument("--settings", default="paper,cpu", help="which settings: paper, cpu")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: train, score, tracking, startup")
+    parser.add_argument("--out", default=str(ROOT / "reports" / "bench"))
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    data_root = os.environ.get("P2P_DATA_ROOT", str(ROOT / "datasets"))
+
+    if args.child:  # one measurement, printed as JSON on the last line
+        kind = args.child[0]
+        if kind == "iter":
+            setting = next(s for s in SETTINGS if s.scale == args.child[1])
+            result = measure_iteration(setting, args.child[2], args.child[3], args.iters, args.budget)
+        elif kind == "tracking":
+            result = measure_tracking_overhead(data_root)
+        elif kind == "score":
+            result = {"scoring": measure_scoring(data_root, int(args.child[1]))}
+        else:
+            raise SystemExit(f"unknown child {kind}")
+        print(json.dumps(result))
+        return 0
+
+    from tqdm import tqdm
+
+    skip = set(filter(None, args.skip.split(",")))
+    report = {"machine": machine(), "settings": {"iters": args.iters, "budget_s": args.budget,
+                                                 "repeats": args.repeats}, "train": [], "scoring": []}
+    devices = ["cpu"] + (["cuda"] if "gpu" in report["machine"] else [])
+    variants = [v for v in args.variants.split(",") if v in VARIANTS]
+    settings = [s for s in SETTINGS if s.scale in args.settings.split(",")]
+    jobs = [(s, v, d) for d in devices for s in settings for _ in range(args.repeats) for v in variants]
+    if "train" not in skip:
+        raw: dict[tuple, list[dict]] = {}
+        for setting, variant, device in tqdm(jobs, desc="bench", unit="run"):
+            result = run_child(["--iters", str(args.iters), "--budget", str(args.budget), "--child", "iter",
+                                setting.scale, variant, device])
+            raw.setdefault((setting.name, variant, device), []).append(result)
+        for (setting, variant, device), results in raw.items():
+            ok = [r for r in results if "error" not in r]
+            if not ok:
+                report["train"].append({"setting": setting, "variant": variant, "device": device,
+                                        "error": results[0]["error"]})
+                continue
+            best = min(ok, key=lambda r: r["ms_per_iter"])  # the least disturbed round
+            report["train"].append(best | {"rounds_ms": [round(r["ms_per_iter"], 1) for r in ok]})
+        add_ratios(report)
+    if "score" not in skip:
+        report["scoring"] = run_child(["--child", "score", "256"]).get("scoring", [])
+    if "tracking" not in skip:
+        report["tracking"] = run_child(["--child", "tracking"])
+    if "startup" not in skip:
+        report["startup"] = measure_sweep_startup(str(ROOT / "sweeps" / "patchsize.yaml"), data_root)
+    write_report(report, Path(args.out))
+    return 0
+
+
+def add_ratios(report: dict) -> None:
+    peak = report["machine"].get("peak_flops")
+    for row in report["train"]:
+        base = next((r for r in report["train"] if r["setting"] == row["setting"] and r["device"] == row["device"]
+                     and r["variant"] == "baseline" and "error" not in r), None)
+        if base is None or "error" in row:
+            continue
+        row["speedup_vs_baseline"] = base["ms_per_iter"] / row["ms_per_iter"]
+        flops = base.get("flops_per_iter")
+        if flops:
+            row["flops_per_iter"] = flops
+            row["achieved_flops"] = flops / (row["ms_per_iter"] / 1000)
+            if peak and row["device"] == "cpu":
+                row["peak_fraction"] = row["achieved_flops"] / peak
+
+
+def write_report(report: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    text = json.dumps(report, indent=2)
+    (out / f"bench-{stamp}.json").write_text(text)
+    (out / "latest.json").write_text(text)
+    table = format_table(report)
+    (out / "latest.md").write_text(table + "\n")
+    print(table)
+    print(f"\nwrote {out / f'bench-{stamp}.json'}")
+
+
+def format_table(report: dict) -> str:
+    m = report["machine"]
+    lines = [f"# p2p bench ({time.strftime('%Y-%m-%d %H:%M')})", "",
+             f"machine: {m['cpu']}, {m['threads']} threads, {m['cpu_capability']}"
+             + (f", peak {m['peak_flops'] / 1e9:.0f} GFLOP/s fp32" if m.get("peak_flops") else "")
+             + (f", GPU {m['gpu']}" if m.get("gpu") else "") + f"; torch {m['torch']}, Python {m['python']}", ""]
+    if report["train"]:
+        lines += ["## Training iteration (G and D steps, batch 1)", "",
+                  "| setting | device | variant | ms/iter | img/s | vs baseline | GFLOP/s | of peak | rounds (ms) |",
+                  "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+        for r in report["train"]:
+            if "error" in r:
+                lines.append(f"| {r['setting']} | {r['device']} | {r['variant']} | error: {r['error']} | | | | | |")
+                continue
+            lines.append(
+                f"| {r['setting']} | {r['device']} | {r['variant']} | {r['ms_per_iter']:.1f} | {r['img_per_s']:.2f} | "
+                f"{r.get('speedup_vs_baseline', float('nan')):.2f}x | {r.get('achieved_flops', 0) / 1e9:.1f} | "
+                f"{100 * r['peak_fraction']:.1f}% | {r['rounds_ms']} |" if "peak_fraction" in r else
+                f"| {r['setting']} | {r['device']} | {r['variant']} | {r['ms_per_iter']:.1f} | {r['img_per_s']:.2f} | "
+                f"{r.get('speedup_vs_baseline', float('nan')):.2f}x | {r.get('achieved_flops', 0) / 1e9:.1f} | - | "
+                f"{r['rounds_ms']} |")
+        flops = next((r["flops_per_iter"] for r in report["train"] if r.get("flops_per_iter")), None)
+        if flops:
+            lines += ["", "FLOPs per iteration counted with torch.utils.flop_counter on the baseline step."]
+    if report.get("scoring"):
+        lines += ["", "## Scoring the facades test split (FCN, LPIPS, SSIM, PSNR, L1)", "",
+                  "| variant | images | size | seconds | vs one at a time |", "| --- | ---: | ---: | ---: | ---: |"]
+        single = next((s["seconds"] for s in report["scoring"] if s["variant"] == "one image at a time"), None)
+        for s in report["scoring"]:
+            ratio = f"{single / s['seconds']:.2f}x" if single else "-"
+            lines.append(f"| {s['variant']} | {s['images']} | {s['size']} | {s['seconds']:.1f} | {ratio} |")
+    if report.get("tracking") and "error" not in report["tracking"]:
+        t = report["tracking"]
+        lines += ["", f"MLflow logging: {t['tracking_s']:.2f} s of a {t['run_s']:.1f} s run "
+                      f"({100 * t['tracking_share']:.2f}%, {t['tracking_calls']} calls)."]
+    if report.get("startup"):
+        s = report["startup"]
+        lines += ["", f"Sweep start-up (command to first training step, CPU scale): "
+                      + (f"{s['startup_s']:.1f} s" if s.get("startup_s") else f"not measured ({s.get('error')})")]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
