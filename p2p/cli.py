@@ -39,6 +39,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input_dir")
     p.add_argument("output_dir")
     p.set_defaults(handler=cmd_translate)
+
+    p = sub.add_parser("eval", help="score a trained generator on a split and log the scores to its run")
+    p.add_argument("target", metavar="RUN_ID_OR_CHECKPOINT", help="an MLflow run id, or generator.pt / checkpoint.pt")
+    p.add_argument("--split", default=None, help="split to score (default: the run's eval.split, test)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override an eval.*, runtime.* or data.root key for this scoring; repeatable")
+    p.add_argument("--json", action="store_true", help="print the scores as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(handler=cmd_eval)
+
+    p = sub.add_parser("score", help="score two folders of images paired by file name (LPIPS, SSIM, PSNR, L1, FCN)")
+    p.add_argument("outputs_dir")
+    p.add_argument("targets_dir")
+    p.add_argument("--labels", default=None, metavar="LABELS_DIR",
+                   help="label maps the outputs were made from (same names and size): adds the FCN scores")
+    p.add_argument("--dataset", default="facades", help="whose palette and FCN scorer --labels uses (default facades)")
+    p.add_argument("--fcn-scorer", default=None, metavar="FILE", help="a fitted FCN scorer file instead of the cached one")
+    p.add_argument("--json", action="store_true", help="print the scores as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(handler=cmd_score)
+
+    p = sub.add_parser("fcn", help="the FCN-score's segmenter")
+    fcn = p.add_subparsers(dest="fcn_command", required=True)
+    p = fcn.add_parser("fit", help="fine-tune and cache the FCN scorer for a dataset and resolution")
+    p.add_argument("config", nargs="?", default="experiments/facades.yaml",
+                   help="run config naming the dataset and resolution (default experiments/facades.yaml)")
+    p.add_argument("--scale", default=None, help="scale overlay: cpu (128x128), paper (256x256), or a YAML file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--size", type=int, default=None, help="resolution (default: the config's data.crop_size)")
+    p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (default: see README, Scores)")
+    p.add_argument("--force", action="store_true", help="fit again even if the scorer is cached")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=cmd_fcn_fit)
     return parser
 
 
@@ -79,6 +112,59 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
     written = translate_folder(args.checkpoint, args.input_dir, args.output_dir)
     print(f"wrote {len(written)} images to {args.output_dir}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from p2p.evaluate import evaluate_saved, format_scores
+
+    scores, run_id = evaluate_saved(args.target, args.split, args.overrides, progress=not args.no_progress)
+    if args.json:
+        print(json.dumps({"run_id": run_id, "scores": scores}, indent=2))
+    else:
+        print(f"logged to run {run_id}" if run_id else "not logged (the checkpoint's run is not in the tracking store)")
+        print(format_scores(scores))
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from p2p.evaluate import format_scores
+    from p2p.metrics.folders import score_folders
+
+    scores, count = score_folders(args.outputs_dir, args.targets_dir, args.labels, dataset=args.dataset,
+                                  fcn_scorer=args.fcn_scorer, progress=not args.no_progress)
+    if args.json:
+        print(json.dumps({"images": count, "scores": scores}, indent=2))
+    else:
+        print(f"{count} image pairs")
+        print(format_scores(scores))
+    return 0
+
+
+def cmd_fcn_fit(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from p2p.config import load_config
+    from p2p.metrics.fcn import load_scorer
+    from p2p.metrics.fcn_fit import FitSettings, file_lock, fit_scorer, format_fit, scorer_path
+
+    cfg = load_config(args.config, args.overrides, scale=args.scale)
+    size = args.size or cfg.data.crop_size
+    path = scorer_path(cfg.data.dataset, size, cfg.eval.cache_dir)
+    if path.is_file() and not args.force:
+        print(f"already fitted (use --force to fit again): {path}")
+        print(format_fit(load_scorer(path).info))
+        return 0
+    settings = FitSettings()
+    if args.epochs is not None:
+        if args.epochs < 1:
+            raise UserError(f"--epochs {args.epochs}: expected an integer >= 1")
+        settings = dataclasses.replace(settings, epochs=args.epochs)
+    with file_lock(path):
+        info = fit_scorer(cfg.data, size, path, settings, weights_dir=cfg.eval.weights_dir,
+                          progress=not args.no_progress, device=cfg.runtime.device)
+    print(f"fitted: {path}")
+    print(format_fit(info))
     return 0
 
 

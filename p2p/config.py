@@ -98,6 +98,8 @@ class EvalConfig:
     max_images: Optional[int] = None
     batch_size: int = 8
     weights_dir: Optional[str] = None  # None: $P2P_WEIGHTS_DIR, else torchvision's download
+    cache_dir: Optional[str] = None  # fitted FCN scorers: None: $P2P_CACHE_DIR, else .cache/p2p
+    fcn_fit_missing: bool = True  # fit the FCN scorer when it is not cached yet (false: stop with an error)
     samples: int = 4  # test images in the logged sample grids
 
 

@@ -1,9 +1,10 @@
-"""Apply a generator to a split and score its outputs (what training calls at the end)."""
+"""Apply a generator to a split and score its outputs: what training calls, and `p2p eval`."""
 
 from __future__ import annotations
 
 import copy
 import functools
+import sys
 from pathlib import Path
 
 import torch
@@ -12,9 +13,10 @@ from tqdm import tqdm
 from torchvision.io import write_png as _write_png
 from torchvision.utils import make_grid
 
-from p2p import data, runtime
-from p2p.config import DataConfig, RunConfig
-from p2p.metrics import ScoreSettings, score_images
+from p2p import checkpoint, data, runtime
+from p2p.config import DataConfig, RunConfig, config_from_dict, parse_override, replace
+from p2p.errors import UserError
+from p2p.metrics import SCORE_KEYS, ScoreSettings, score_images
 
 
 @functools.lru_cache(maxsize=4)
@@ -51,16 +53,34 @@ def generate(G: nn.Module, inputs: torch.Tensor, cfg: RunConfig, device: torch.d
 
 
 def evaluate_generator(G: nn.Module, cfg: RunConfig, device: torch.device, split: str | None = None,
-                       ) -> tuple[dict[str, float], torch.Tensor | None]:
+                       progress: bool = False) -> tuple[dict[str, float], torch.Tensor | None]:
     """(scores keyed `eval/*`, a sample grid input | output | target or None)."""
     pairs = eval_pairs(cfg.data, split or cfg.eval.split, cfg.eval.max_images)
     inputs, targets = pairs.split(pairs.pairs)
-    outputs = generate(G, inputs, cfg, device)
-    settings = ScoreSettings(metrics=cfg.eval.metrics, batch_size=cfg.eval.batch_size, device=str(device))
-    scores = score_images(outputs, targets, settings, labels=inputs if cfg.data.task == "aligned" else None)
+    outputs = generate(G, inputs, cfg, device, progress=progress)
+    scores = score_outputs(outputs, targets, inputs, cfg, device, progress=progress)
     grid = sample_grid(inputs[: cfg.eval.samples], outputs[: cfg.eval.samples], targets[: cfg.eval.samples]) \
         if cfg.eval.samples else None
     return scores, grid
+
+
+def score_outputs(outputs: torch.Tensor, targets: torch.Tensor, inputs: torch.Tensor, cfg: RunConfig,
+                  device: torch.device, progress: bool = False) -> dict[str, float]:
+    """The run's `eval.metrics` for generated images; FCN scores where the inputs are label maps."""
+    from p2p.metrics.fcn_fit import fcn_skip_reason, scorer_for_run
+
+    scorer = scorer_for_run(cfg, progress=progress)  # fits it once if missing (eval.fcn_fit_missing)
+    if "fcn" in cfg.eval.metrics and scorer is None:
+        _note_once(f"p2p: note: FCN scores skipped: {fcn_skip_reason(cfg.data)}; they apply to labels -> photo "
+                   "on a dataset with a palette (e.g. facades BtoA)")
+    settings = ScoreSettings(metrics=cfg.eval.metrics, batch_size=cfg.eval.batch_size, device=str(device),
+                             weights_dir=cfg.eval.weights_dir, fcn_scorer=str(scorer) if scorer else None)
+    return score_images(outputs, targets, settings, labels=inputs if scorer is not None else None, progress=progress)
+
+
+@functools.lru_cache(maxsize=None)
+def _note_once(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def sample_grid(inputs: torch.Tensor, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -74,3 +94,88 @@ def sample_grid(inputs: torch.Tensor, outputs: torch.Tensor, targets: torch.Tens
 def write_png(image: torch.Tensor, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     _write_png(image.contiguous(), str(path))
+
+
+# ---------------------------------------------------------------- p2p eval
+
+
+def evaluate_saved(target: str, split: str | None = None, overrides: list[str] | None = None,
+                   progress: bool = True) -> tuple[dict[str, float], str | None]:
+    """`p2p eval`: score a run's generator (by run id, or a generator.pt / checkpoint.pt path).
+
+    Scores are logged to the run (the checkpoint's own run, when it is in the tracking store)
+    at the step of the epoch the weights come from, as `eval/*` for the run's `eval.split`
+    and `eval_<split>/*` for another split. Returns (scores, the run id logged to or None).
+    """
+    from p2p import tracking
+    from p2p.models import create_generator
+
+    path = Path(target)
+    if path.is_file():
+        run_id = None
+    elif path.suffix == ".pt" or "/" in target:
+        raise UserError(f"{target}: checkpoint not found")
+    elif _store_exists() and tracking.run_exists(target):
+        run_id, path = target, _run_generator(target)
+    else:
+        raise UserError(f"{target}: neither a checkpoint file nor a run id in the tracking store "
+                        f"{tracking.tracking_uri()}")
+    state = checkpoint.load(path)
+    saved = config_from_dict(state["config"], source=str(path))
+    G = create_generator(saved, init=False)
+    G.load_state_dict(state["generator"])
+    # --set may change how and what is scored (eval.*, runtime.*, data.root), not the weights' architecture.
+    cfg = replace(saved, dict(parse_override(o) for o in overrides), source="--set") if overrides else saved
+    run_id = run_id or _stored_run_id(state, path)
+    split = split or cfg.eval.split
+    epoch = int(state.get("epoch") or saved.optim.epochs + saved.optim.decay_epochs)
+
+    device = runtime.configure(cfg.runtime, cfg.seed)
+    scores, _ = evaluate_generator(G.to(device), cfg, device, split=split, progress=progress)
+    if split != saved.eval.split:
+        scores = {key.replace("eval/", f"eval_{split}/", 1): value for key, value in scores.items()}
+    if run_id is not None:
+        tracking.RunTracker(run_id).log_metrics(scores, step=epoch)
+    return scores, run_id
+
+
+def _run_generator(run_id: str) -> Path:
+    """A run's generator.pt: in its run folder if that is here, else downloaded from its artifacts."""
+    from p2p import tracking
+
+    tracker = tracking.RunTracker(run_id)
+    params = tracker.params()
+    local = Path(params.get("runtime.out_dir", "runs")) / params.get("name", "") / run_id / checkpoint.GENERATOR
+    if local.is_file():
+        return local
+    try:
+        return tracker.download_artifact(checkpoint.GENERATOR)
+    except Exception as exc:  # mlflow raises several types for a missing artifact
+        raise UserError(f"run {run_id}: no {checkpoint.GENERATOR} in {local.parent} or in its artifacts "
+                        f"(an unfinished run? evaluate its checkpoint.pt instead) ({type(exc).__name__})") from None
+
+
+def _stored_run_id(state: dict, path: Path) -> str | None:
+    """The run a checkpoint belongs to: stored in checkpoint.pt, or the run folder generator.pt sits in."""
+    from p2p import tracking
+
+    if not _store_exists():
+        return None
+    for candidate in (state.get("run_id"), path.resolve().parent.name):
+        if candidate and tracking.run_exists(candidate):
+            return candidate
+    return None
+
+
+def _store_exists() -> bool:
+    """Whether there is a tracking store to look in (looking would create an empty sqlite file)."""
+    from p2p import tracking
+
+    uri = tracking.tracking_uri()
+    return not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///")).is_file()
+
+
+def format_scores(scores: dict[str, float]) -> str:
+    order = {key.split("/", 1)[1]: i for i, key in enumerate(SCORE_KEYS)}
+    keys = sorted(scores, key=lambda k: (order.get(k.split("/", 1)[-1], len(order)), k))
+    return "\n".join(f"  {key:22s} {scores[key]:.4f}" for key in keys)

@@ -42,6 +42,23 @@ def tiny_overrides(data_root, tmp_path) -> dict:
     return {**TINY, "runtime.out_dir": str(tmp_path / "runs")}
 
 
+# A real but tiny FCN scorer: 64x64, 120 train photos, 2 epochs (~20 s), clearly above the majority class.
+TINY_FCN_SIZE = 64
+TINY_FCN_FIT = {"epochs": 2, "max_images": 120, "width": 256, "lr": 2e-4, "head_lr": 2e-3}
+
+
+@pytest.fixture(scope="session")
+def tiny_fcn_cache(data_root, tmp_path_factory) -> Path:
+    """A cache folder (`eval.cache_dir`) holding the tiny facades-64 FCN scorer, fitted once per session."""
+    from p2p.config import DataConfig
+    from p2p.metrics.fcn_fit import FitSettings, ensure_fcn_scorer
+
+    cache = tmp_path_factory.mktemp("fcn-cache")
+    ensure_fcn_scorer(DataConfig(root=str(data_root)), TINY_FCN_SIZE, progress=False, cache_dir=str(cache),
+                      weights_dir=str(WEIGHTS_DIR), settings=FitSettings(**TINY_FCN_FIT))
+    return cache
+
+
 def facades_config(overrides: dict | None = None):
     from p2p.config import load_config
 
