@@ -60,6 +60,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=cmd_score)
 
+    p = sub.add_parser("sweep", help="run or resume a sweep (an ablation) from a spec in sweeps/")
+    p.add_argument("spec", help="sweep spec YAML (e.g. sweeps/patchsize.yaml)")
+    p.add_argument("--scale", default="auto", help="cpu, paper, or a YAML overlay (default: paper where CUDA is "
+                   "present, else cpu)")
+    p.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="worker processes on this machine (default: one per GPU, else one per CPU core)")
+    p.add_argument("--storage", default=None, metavar="URL",
+                   help="Optuna storage shared by all workers (default: $P2P_SWEEP_STORAGE, else sqlite:///optuna.db; "
+                        "postgresql://... for many machines)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key in every trial; repeatable")
+    p.add_argument("--name", default=None, help="run the spec under another sweep name (a new study and experiment)")
+    p.add_argument("--dry-run", action="store_true", help="print the cells x seeds and an estimate of the time; run nothing")
+    p.add_argument("--retry-failed", action="store_true", help="queue the trials that failed (NaN, bad config) again")
+    p.add_argument("--heartbeat", type=int, default=10, metavar="SECONDS",
+                   help="worker heartbeat; a trial silent for 3 heartbeats is re-run (default 10)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a process started by the sweep
+    p.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
+    p.set_defaults(handler=cmd_sweep)
+
     p = sub.add_parser("fcn", help="the FCN-score's segmenter")
     fcn = p.add_subparsers(dest="fcn_command", required=True)
     p = fcn.add_parser("fit", help="fine-tune and cache the FCN scorer for a dataset and resolution")
@@ -139,6 +160,23 @@ def cmd_score(args: argparse.Namespace) -> int:
         print(f"{count} image pairs")
         print(format_scores(scores))
     return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    if args.heartbeat < 1:
+        raise UserError(f"--heartbeat {args.heartbeat}: expected seconds >= 1")
+    if args.worker:
+        from p2p.sweep.worker import worker_main
+
+        return worker_main(args.spec, args.scale, args.storage, args.overrides, args.name, args.heartbeat, args.threads)
+    from p2p.sweep.driver import SweepOptions, run_sweep
+
+    if args.workers < 0:
+        raise UserError(f"--workers {args.workers}: expected a count >= 1 (or 0 for one per GPU or CPU core)")
+    options = SweepOptions(scale=args.scale, workers=args.workers, storage=args.storage, overrides=tuple(args.overrides),
+                           name=args.name, retry_failed=args.retry_failed, heartbeat_s=args.heartbeat,
+                           progress=not args.no_progress)
+    return run_sweep(args.spec, options, dry_run=args.dry_run)
 
 
 def cmd_fcn_fit(args: argparse.Namespace) -> int:

@@ -175,6 +175,31 @@ def find_runs(experiment: str, filter_string: str = "", uri: str | None = None) 
             return runs
 
 
+def find_tagged_runs(experiment: str, tags: dict[str, Any], statuses: Iterable[str] = (),
+                     uri: str | None = None) -> list:
+    """Runs of an experiment that carry all these tags (and, if given, one of these statuses), newest first."""
+    for value in tags.values():
+        if "'" in str(value):
+            raise ValueError(f"tag value {value!r}: quotes cannot be matched in an MLflow filter")
+    filter_string = " and ".join(f"tags.`{key}` = '{value}'" for key, value in tags.items())
+    runs = find_runs(experiment, filter_string, uri)
+    wanted = set(statuses)
+    return [r for r in runs if not wanted or r.info.status in wanted]
+
+
+def find_or_start_run(experiment: str, run_name: str, tags: dict[str, Any], uri: str | None = None) -> RunTracker:
+    """The newest run carrying these tags, set RUNNING again; or a new one (a sweep's parent run)."""
+    existing = find_tagged_runs(experiment, tags, uri=uri)
+    if existing:
+        return RunTracker.resume(existing[0].info.run_id, uri)
+    return RunTracker.start(experiment, run_name, tags=tags, uri=uri)
+
+
+def child_runs(parent_run_id: str, experiment: str, uri: str | None = None) -> list:
+    """The runs whose parent is this run (a sweep's trials), newest first."""
+    return find_tagged_runs(experiment, {PARENT_TAG: parent_run_id}, uri=uri)
+
+
 def _param_value(value: Any) -> str:
     if value is None:
         return "null"
@@ -185,4 +210,5 @@ def _param_value(value: Any) -> str:
     return str(value)[:6000]
 
 
-__all__: Iterable[str] = ["RunTracker", "tracking_uri", "ensure_store", "experiment_id", "run_exists", "find_runs", "mlflow"]
+__all__: Iterable[str] = ["RunTracker", "tracking_uri", "ensure_store", "experiment_id", "run_exists", "find_runs",
+                          "find_tagged_runs", "find_or_start_run", "child_runs", "mlflow"]

@@ -1,0 +1,184 @@
+"""A sweep worker: claim a trial, train it (resuming its checkpoint), record the outcome, repeat.
+
+Runs in its own process (`p2p sweep SPEC --worker`, started by the sweep command) until no
+trial is queued or running. Every trial ends in exactly one of: COMPLETE with the objective,
+PRUNED (search), FAIL with its reason (trial attr `p2p.failure` and the MLflow run's
+`p2p.failure` tag), or back in the queue when the worker is interrupted.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import Trial, TrialState
+
+from p2p import checkpoint, tracking
+from p2p.errors import UserError
+from p2p.sweep import study as studies
+from p2p.sweep.spec import SweepJob, run_dir, trial_config
+from p2p.trainer import StopTraining, TrainingFault, train
+
+
+def run_worker(job: SweepJob) -> int:
+    """Work through the sweep's trials; returns when none is left to run or wait for."""
+    storage = studies.open_storage(job.storage_url, job.heartbeat_s)
+    study = studies.load(storage, job.spec, job.scale)
+    idle_poll = min(2.0, float(job.heartbeat_s))
+    while True:
+        studies.recover_stale(study, storage)
+        if job.spec.search is not None:
+            trial = studies.next_search_trial(study, storage, job.spec.search.trials)
+        else:
+            trial = studies.claim_waiting(study, storage)
+        if trial is None:
+            if not studies.has_unfinished(study):
+                return 0
+            time.sleep(idle_poll)  # others are running the last trials; one may die and come back
+            continue
+        trial.set_user_attr(studies.WORKER, studies.worker_name())
+        try:
+            with studies.heartbeat(storage, trial):
+                run_trial(job, study, trial)
+        except KeyboardInterrupt:
+            studies.release(storage, trial)
+            raise
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def run_trial(job: SweepJob, study: optuna.Study, trial: Trial) -> None:
+    spec, started = job.spec, time.time()
+    cell, seed = _identity(job, trial)
+    tags = {"p2p.sweep": spec.name, "p2p.scale": job.scale, "p2p.cell": cell, "p2p.seed": seed}
+    run_name = f"{cell} seed{seed}"
+    parent = study.user_attrs.get(studies.PARENT_RUN)
+
+    def fail(reason: str) -> None:
+        _record_failed_run(spec.name, run_name, {**tags, "p2p.trial": trial.number}, parent, reason, started)
+        trial.set_user_attr(studies.FAILURE, reason[:2000])
+        study.tell(trial, state=TrialState.FAIL)
+
+    try:
+        overrides = _trial_overrides(job, trial, cell)
+        cfg = trial_config(spec, job.scale, overrides, seed, list(job.overrides), job.threads)
+    except UserError as exc:
+        return fail(str(exc))
+    folder = run_dir(cfg.runtime.out_dir, spec.name, job.scale, cell, seed)
+    _prepare_run_dir(folder, spec.name, tags)
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        trial.set_user_attr(studies.EPOCH, epoch)
+        value = metrics.get(spec.objective)
+        if spec.search is not None and value is not None:
+            trial.report(value, epoch)
+            if trial.should_prune():
+                raise StopTraining(f"pruned after epoch {epoch}: {spec.objective} {value:.4f} is below "
+                                   f"the median of earlier trials at this epoch")
+
+    try:
+        result = train(cfg, run_dir=folder, resume=True, experiment=spec.name,
+                       tags={**tags, "p2p.trial": str(trial.number)}, parent_run_id=parent, progress=False,
+                       on_epoch=on_epoch, run_name=run_name)
+    except StopTraining as stop:
+        trial.set_user_attr(studies.FAILURE, stop.reason)
+        study.tell(trial, state=TrialState.PRUNED)
+        return
+    except (TrainingFault, UserError) as exc:
+        return fail(str(exc))
+    except Exception as exc:  # a bug or a broken environment: record it, keep the sweep going
+        traceback.print_exc(file=sys.stderr)
+        return fail(f"{type(exc).__name__}: {exc}")
+
+    tracking.RunTracker(result.run_id).set_tags({"p2p.trial": trial.number})  # the attempt that finished
+    trial.set_user_attr(studies.RUN_ID, result.run_id)
+    trial.set_user_attr(studies.SECONDS, round(time.time() - started, 1))
+    value = result.scores.get(spec.objective)
+    if value is None or not math.isfinite(value):
+        reason = (f"the objective {spec.objective} was not scored (scores: {', '.join(sorted(result.scores)) or 'none'}); "
+                  f"check eval.metrics")
+        tracking.RunTracker(result.run_id).set_tags({"p2p.failure": reason})
+        trial.set_user_attr(studies.FAILURE, reason)
+        study.tell(trial, state=TrialState.FAIL)
+        return
+    study.tell(trial, value)
+
+
+def _identity(job: SweepJob, trial: Trial) -> tuple[str, int]:
+    """(cell, seed): from the queued trial's attrs; a new search trial is named after its number."""
+    attrs = trial.user_attrs
+    if studies.CELL in attrs:
+        return str(attrs[studies.CELL]), int(attrs[studies.SEED])
+    cell, seed = f"t{trial.number:03d}", job.spec.seeds_for(job.scale)[0]
+    trial.set_user_attr(studies.CELL, cell)  # copied to a retry, which then finds this trial's checkpoint
+    trial.set_user_attr(studies.SEED, seed)
+    return cell, seed
+
+
+def _trial_overrides(job: SweepJob, trial: Trial, cell: str) -> dict[str, Any]:
+    spec = job.spec
+    if spec.search is None:
+        if cell not in {c.name for c in spec.cells}:
+            raise UserError(f"{spec.path}: cell {cell!r} is queued but no longer in the spec")
+        return dict(spec.cell(cell).overrides)
+    values: dict[str, Any] = {}
+    for p in spec.search.params:
+        if p.choices is not None:
+            values[p.key] = trial.suggest_categorical(p.key, list(p.choices))
+        elif p.integer:
+            values[p.key] = trial.suggest_int(p.key, int(p.low), int(p.high), log=p.log)
+        else:
+            values[p.key] = trial.suggest_float(p.key, p.low, p.high, log=p.log)
+    return values
+
+
+def _prepare_run_dir(folder: Path, experiment: str, tags: dict[str, Any]) -> None:
+    """Make the trial's folder safe to resume from.
+
+    No checkpoint: any RUNNING MLflow run of this (cell, seed) belongs to a worker that died
+    before its first epoch ended; it is marked KILLED and the trial starts afresh. A checkpoint
+    whose run is not in this tracking store (a new store, another server) is moved aside.
+    """
+    path = folder / checkpoint.CHECKPOINT
+    if not path.is_file():
+        for run in tracking.find_tagged_runs(experiment, tags, statuses=["RUNNING"]):
+            tracking.RunTracker(run.info.run_id).kill("its sweep worker stopped before the first checkpoint; "
+                                                      "the trial started again from scratch")
+        return
+    run_id = checkpoint.load(path).get("run_id")
+    if run_id and not tracking.run_exists(run_id):
+        aside = folder.with_name(f"{folder.name}.orphaned-{int(time.time())}")
+        print(f"p2p: {path}: its MLflow run {run_id} is not in {tracking.tracking_uri()}; "
+              f"moved to {aside.name} and starting the trial again", file=sys.stderr)
+        shutil.move(str(folder), str(aside))
+
+
+def _record_failed_run(experiment: str, run_name: str, tags: dict[str, Any], parent: str | None, reason: str,
+                       started: float) -> None:
+    """Every failed trial has an MLflow run with the reason: the trainer's, or a new one if it never began."""
+    key_tags = {k: v for k, v in tags.items() if k != "p2p.trial"}
+    for run in tracking.find_tagged_runs(experiment, key_tags, statuses=["FAILED"]):
+        if (run.info.end_time or 0) >= started * 1000 - 1000:
+            return
+    tracking.RunTracker.start(experiment, run_name, tags=tags, parent_run_id=parent).fail(reason)
+
+
+def worker_main(spec_path: str, scale: str, storage_url: str, overrides: list[str], name: str | None,
+                heartbeat_s: int, threads: int) -> int:
+    """Entry of a worker process started by the sweep command: wait for its "go", then work."""
+    from p2p.sweep.spec import load_spec
+
+    signal.signal(signal.SIGTERM, _interrupt)  # the sweep command stops its workers with SIGTERM
+    if sys.stdin.readline().strip() != "go":
+        return 0  # the sweep command stopped before the study was ready
+    job = SweepJob(load_spec(spec_path, name), scale, storage_url, tuple(overrides), heartbeat_s, threads)
+    return run_worker(job)
