@@ -69,7 +69,8 @@ def score_outputs(outputs: torch.Tensor, targets: torch.Tensor, inputs: torch.Te
     """The run's `eval.metrics` for generated images; FCN scores where the inputs are label maps."""
     from p2p.metrics.fcn_fit import fcn_skip_reason, scorer_for_run
 
-    scorer = scorer_for_run(cfg, progress=progress)  # fits it once if missing (eval.fcn_fit_missing)
+    # A missing scorer is fitted here once (eval.fcn_fit_missing), with its bar: minutes of work, never silent.
+    scorer = scorer_for_run(cfg, progress=True)
     if "fcn" in cfg.eval.metrics and scorer is None:
         _note_once(f"p2p: note: FCN scores skipped: {fcn_skip_reason(cfg.data)}; they apply to labels -> photo "
                    "on a dataset with a palette (e.g. facades BtoA)")

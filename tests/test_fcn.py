@@ -123,5 +123,5 @@ def test_a_second_process_waits_for_the_first_fit_instead_of_fitting_again(tmp_p
 
 
 def test_default_fit_epochs_shrink_with_resolution():
-    assert [FitSettings().epochs_for(s) for s in (64, 128, 256)] == [10, 10, 5]
+    assert [FitSettings().epochs_for(s) for s in (64, 128, 256)] == [10, 10, 4]
     assert FitSettings(epochs=3).epochs_for(256) == 3
