@@ -200,6 +200,35 @@ def child_runs(parent_run_id: str, experiment: str, uri: str | None = None) -> l
     return find_tagged_runs(experiment, {PARENT_TAG: parent_run_id}, uri=uri)
 
 
+# ---------------------------------------------------------------- reading (for analysis)
+
+
+def run_records(experiment: str, uri: str | None = None) -> list[dict[str, Any]]:
+    """Every run of an experiment as a plain dict: ids, name, status, times, tags, params, latest metrics."""
+    return [{"run_id": r.info.run_id, "run_name": r.info.run_name, "status": r.info.status,
+             "start_time": r.info.start_time, "end_time": r.info.end_time, "tags": dict(r.data.tags),
+             "params": dict(r.data.params), "metrics": dict(r.data.metrics)}
+            for r in find_runs(experiment, uri=uri)]
+
+
+def experiment_exists(name: str, uri: str | None = None) -> bool:
+    return client(uri).get_experiment_by_name(name) is not None
+
+
+def metric_history(run_id: str, key: str, uri: str | None = None) -> list[tuple[int, float]]:
+    """(step, value) pairs of one metric, in step order; the last value wins where a step repeats."""
+    by_step = {m.step: m.value for m in sorted(client(uri).get_metric_history(run_id, key), key=lambda m: m.timestamp)}
+    return sorted(by_step.items())
+
+
+def download_artifact(run_id: str, artifact_path: str, dst: str | Path, uri: str | None = None) -> Path:
+    return RunTracker(run_id, uri).download_artifact(artifact_path, dst)
+
+
+def log_artifacts(run_id: str, local_dir: str | Path, artifact_path: str | None = None, uri: str | None = None) -> None:
+    client(uri).log_artifacts(run_id, str(local_dir), artifact_path)
+
+
 def _param_value(value: Any) -> str:
     if value is None:
         return "null"
