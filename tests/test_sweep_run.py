@@ -53,9 +53,10 @@ def start(cmd: list[str], cwd: Path, env: dict, log: Path) -> subprocess.Popen:
 
 
 def kill_mid_trial(proc: subprocess.Popen, spec_path: Path, storage: str, cells: set[str], log: Path,
-                   timeout: float = 120) -> dict:
-    """SIGKILL the sweep once one of its trials has a checkpoint and epochs still to go."""
+                   out_dir: Path | None = None, timeout: float = 120) -> dict:
+    """SIGKILL the sweep once one of its trials (one with a checkpoint in `out_dir`) has epochs still to go."""
     spec = load_spec(spec_path)
+    out_dir = out_dir or spec_path.parent / "runs"
     store = studies.open_storage(storage)
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -67,11 +68,11 @@ def kill_mid_trial(proc: subprocess.Popen, spec_path: Path, storage: str, cells:
             continue
         for trial in study.get_trials(deepcopy=False, states=(studies.TrialState.RUNNING,)):
             epoch = trial.user_attrs.get(studies.EPOCH, 0)
-            if trial.user_attrs.get(studies.CELL) in cells and 1 <= epoch <= EPOCHS - 2:
+            cell, seed = trial.user_attrs.get(studies.CELL), trial.user_attrs.get(studies.SEED)
+            folder = run_dir(out_dir, spec.name, "cpu", str(cell), int(seed or 0))
+            if cell in cells and 1 <= epoch <= EPOCHS - 2 and (folder / "checkpoint.pt").is_file():
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-                cell, seed = trial.user_attrs[studies.CELL], trial.user_attrs[studies.SEED]
-                folder = run_dir(spec_path.parent / "runs", spec.name, "cpu", cell, seed)
                 state = torch.load(folder / "checkpoint.pt", map_location="cpu", weights_only=False)
                 assert store.get_trial(trial._trial_id).state == studies.TrialState.RUNNING  # killed mid-trial
                 return {"number": trial.number, "cell": cell, "seed": seed, "run_id": state["run_id"],
@@ -80,8 +81,13 @@ def kill_mid_trial(proc: subprocess.Popen, spec_path: Path, storage: str, cells:
     pytest.fail(f"no trial reached a checkpoint in {timeout} s:\n{log.read_text()}")
 
 
-def check_completed_once(spec_path: Path, storage: str, tracking_uri: str, killed: dict, ok_cells, seeds=2) -> list:
-    """Every ok (cell, seed) is COMPLETE in exactly one trial and has exactly one FINISHED child run."""
+def check_completed_once(spec_path: Path, storage: str, tracking_uri: str, killed: dict, ok_cells, seeds=2,
+                         out_dirs: list[Path] | None = None) -> list:
+    """Every ok (cell, seed) is COMPLETE in exactly one trial and has exactly one FINISHED child run.
+
+    The killed trial resumed its MLflow run from its checkpoint; with several `out_dirs` (machines
+    with their own disks) it may instead have started again elsewhere, its old run marked KILLED.
+    """
     spec = load_spec(spec_path)
     study = studies.load(studies.open_storage(storage), spec, "cpu")
     trials = study.get_trials()
@@ -108,8 +114,12 @@ def check_completed_once(spec_path: Path, storage: str, tracking_uri: str, kille
             and (studies.key_of(t).cell, studies.key_of(t).seed) == (killed["cell"], killed["seed"])]
     assert [t.state.name for t in mine] == ["FAIL", "COMPLETE"]
     assert studies.FAILURE not in mine[0].user_attrs  # no reason: its worker vanished
-    assert mine[1].user_attrs[studies.RUN_ID] == killed["run_id"]
-    history = tracking.client(tracking_uri).get_metric_history(killed["run_id"], "train/lr")
+    final_run = mine[1].user_attrs[studies.RUN_ID]
+    if out_dirs is None or final_run == killed["run_id"]:
+        assert final_run == killed["run_id"]
+    else:
+        assert tracking.RunTracker(killed["run_id"], tracking_uri).status() == "KILLED"
+    history = tracking.client(tracking_uri).get_metric_history(final_run, "train/lr")
     assert sorted({m.step for m in history}) == list(range(1, EPOCHS + 1))
     return children
 

@@ -1,0 +1,123 @@
+"""Many machines: a real PostgreSQL server (Optuna's storage and MLflow's backend), an `mlflow server`,
+and two sweep commands as two machines would run them; one is SIGKILLed mid-trial and restarted."""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.test_sweep_run import (OK_CELLS, check_completed_once, kill_mid_trial, start, sweep_command, sweep_env,
+                                  write_spec)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def postgres_bin() -> Path:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or list(filter(None, [shutil.which("initdb")]))
+    if not found:
+        pytest.fail("PostgreSQL is not installed (Debian: apt-get install postgresql; .ci/run installs it)")
+    return Path(found[-1]).parent
+
+
+def wait_until(check, timeout: float, what: str, log: Path | None = None) -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if check():
+            return
+        time.sleep(0.3)
+    pytest.fail(f"{what} did not start in {timeout} s" + (f":\n{log.read_text()[-3000:]}" if log else ""))
+
+
+@pytest.fixture
+def postgres():
+    """A throwaway server on a free port of 127.0.0.1 with databases `optuna` and `mlflow`; yields its base URL."""
+    bin_dir = postgres_bin()
+    folder = Path(tempfile.mkdtemp(prefix="p2p-pg-"))
+    as_user = {}
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        owner = pwd.getpwnam("postgres")
+        os.chown(folder, owner.pw_uid, owner.pw_gid)
+        as_user = {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}
+    subprocess.run([bin_dir / "initdb", "-D", folder / "data", "-A", "trust", "-U", "p2p", "--no-sync", "-E", "UTF8"],
+                   check=True, capture_output=True, cwd=folder, **as_user)
+    port, log = free_port(), folder / "server.log"
+    server = subprocess.Popen([bin_dir / "postgres", "-D", folder / "data", "-p", str(port), "-h", "127.0.0.1",
+                               "-k", folder, "-c", "fsync=off", "-c", "synchronous_commit=off",
+                               "-c", "full_page_writes=off"], stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                              cwd=folder, **as_user)
+    try:
+        ready = [bin_dir / "pg_isready", "-q", "-h", "127.0.0.1", "-p", str(port)]
+        wait_until(lambda: subprocess.run(ready).returncode == 0, 30, "PostgreSQL", log)
+        for db in ("optuna", "mlflow"):
+            subprocess.run([bin_dir / "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "p2p", db], check=True)
+        yield f"postgresql+psycopg2://p2p@127.0.0.1:{port}"
+    finally:
+        server.send_signal(signal.SIGINT)  # "fast" shutdown: disconnects clients instead of waiting for them
+        server.wait(timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def mlflow_server(postgres, tmp_path):
+    """`mlflow server` on the PostgreSQL backend, serving artifacts itself; yields (URL, wait until healthy).
+
+    Clients retry while it starts, so sweeps may be started before it is up (its start-up overlaps theirs).
+    """
+    port, log = free_port(), tmp_path / "mlflow-server.log"
+    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"{postgres}/mlflow",
+                               "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1",
+                               "--port", str(port), "--workers", "1"], stdout=open(log, "w"),
+                              stderr=subprocess.STDOUT, start_new_session=True, cwd=tmp_path)
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        assert server.poll() is None, log.read_text()[-3000:]
+        try:
+            return urllib.request.urlopen(f"{url}/health", timeout=2).status == 200
+        except OSError:
+            return False
+
+    try:
+        yield url, lambda: wait_until(healthy, 120, "mlflow server", log)
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)  # a throwaway: no need for a graceful stop
+        server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_two_machines_on_postgres_and_an_mlflow_server_finish_every_trial_once(tmp_path, data_root, postgres,
+                                                                              mlflow_server):
+    spec_path = write_spec(tmp_path, "machines", OK_CELLS, seeds=2)
+    storage = f"{postgres}/optuna"
+    tracking_uri, wait_for_server = mlflow_server
+    env = sweep_env(tracking_uri)
+
+    def machine(name: str) -> list[str]:  # each machine trains into its own disk
+        return sweep_command(spec_path, storage, workers=1) + ["--set", f"runtime.out_dir={tmp_path / name}"]
+
+    first = start(machine("a"), tmp_path, env, tmp_path / "a.log")
+    second = start(machine("b"), tmp_path, env, tmp_path / "b.log")
+    wait_for_server()
+    killed = kill_mid_trial(first, spec_path, storage, set(OK_CELLS), tmp_path / "a.log", out_dir=tmp_path / "a")
+    restarted = start(machine("a"), tmp_path, env, tmp_path / "a2.log")
+    for proc, log in ((second, "b.log"), (restarted, "a2.log")):
+        assert proc.wait(timeout=240) == 0, (tmp_path / log).read_text()
+    # The killed trial came back once: on machine a from its checkpoint, or on b from scratch.
+    check_completed_once(spec_path, storage, tracking_uri, killed, OK_CELLS, seeds=2, out_dirs=[tmp_path / "a",
+                                                                                               tmp_path / "b"])
