@@ -34,3 +34,11 @@ bench:
 .PHONY: fcn
 fcn:
 	$(PY) -m p2p fcn fit experiments/facades.yaml --scale $(or $(SCALE),cpu)
+
+# Sweeps (README, "Write a sweep"): run, resume, or join a sweep. SCALE=cpu|paper (default: paper
+# where CUDA is present, else cpu), WORKERS=N (default: one per GPU, else one per CPU core),
+# STORAGE=postgresql://... to share one sweep between machines (README, "Scale to many machines").
+SWEEP_ARGS = $(if $(SCALE),--scale $(SCALE)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(STORAGE),--storage $(STORAGE))
+.PHONY: sweep-patchsize sweep-loss sweep-generator sweep-tricks
+sweep-patchsize sweep-loss sweep-generator sweep-tricks:
+	$(PY) -m p2p sweep sweeps/$(@:sweep-%=%).yaml $(SWEEP_ARGS)
