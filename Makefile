@@ -42,3 +42,16 @@ SWEEP_ARGS = $(if $(SCALE),--scale $(SCALE)) $(if $(WORKERS),--workers $(WORKERS
 .PHONY: sweep-patchsize sweep-loss sweep-generator sweep-tricks
 sweep-patchsize sweep-loss sweep-generator sweep-tricks:
 	$(PY) -m p2p sweep sweeps/$(@:sweep-%=%).yaml $(SWEEP_ARGS)
+
+# Reports (README, "Read a report"): reports/<SWEEP>/report.html and report.md, also logged on
+# the sweep's parent run. SCALE picks which scale's runs (default: the newest sweep's).
+.PHONY: report
+report:
+	@test -n "$(SWEEP)" || { echo "make report: set SWEEP, e.g. make report SWEEP=patchsize" >&2; exit 2; }
+	$(PY) -m analysis $(SWEEP) $(if $(SCALE),--scale $(SCALE))
+
+# The MLflow UI on the project's tracking store (MLFLOW_TRACKING_URI, else ./mlflow.db).
+PORT ?= 5000
+.PHONY: ui
+ui:
+	$(PY) -m mlflow ui --backend-store-uri $(or $(MLFLOW_TRACKING_URI),sqlite:///$(CURDIR)/mlflow.db) --host 127.0.0.1 --port $(PORT)

@@ -1,0 +1,101 @@
+"""The report's figures (seaborn/matplotlib), each saved as a PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from analysis.load import LOWER_IS_BETTER  # noqa: E402
+from analysis.samples import CellSamples  # noqa: E402
+from analysis.stats import t_interval  # noqa: E402
+
+LABELS = {"eval/fcn_pixel_acc": "FCN per-pixel acc.", "eval/fcn_class_acc": "FCN per-class acc.",
+          "eval/fcn_iou": "FCN class IoU", "eval/lpips": "LPIPS", "eval/ssim": "SSIM", "eval/psnr": "PSNR (dB)",
+          "eval/l1": "L1"}
+
+
+def scores_figure(trials: pd.DataFrame, cells: list[str], metrics: list[str], path: Path) -> Path | None:
+    """One panel per score: each seed as a dot, the mean with its 95% t-interval as a bar."""
+    metrics = [m for m in metrics if m in trials and trials[m].notna().any()]
+    if not metrics or trials.empty:
+        return None
+    sns.set_theme(style="whitegrid", context="notebook")
+    cols = min(4, len(metrics))
+    rows = (len(metrics) + cols - 1) // cols
+    width = max(3.2, 0.9 * len(cells) + 1.2)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, 3.4 * rows), squeeze=False)
+    palette = dict(zip(cells, sns.color_palette("colorblind", len(cells))))
+    for ax, metric in zip(axes.flat, metrics):
+        part = trials[["cell", "seed", metric]].dropna()
+        sns.stripplot(data=part, x="cell", y=metric, order=cells, hue="cell", palette=palette, legend=False,
+                      ax=ax, size=5, alpha=0.6, jitter=0.12)
+        for i, cell in enumerate(cells):
+            interval = t_interval(part.loc[part["cell"] == cell, metric].tolist())
+            if interval.n:
+                err = 0 if interval.n < 2 else interval.half_width
+                ax.errorbar(i, interval.mean, yerr=err, fmt="D", color="black", markersize=6, capsize=6, lw=1.5)
+        arrow = "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
+        ax.set_title(f"{LABELS.get(metric, metric)} ({arrow})", fontsize=11)
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+        ax.tick_params(axis="x", rotation=30 if max(len(c) for c in cells) > 6 else 0)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.set_visible(False)
+    fig.suptitle("Scores per cell: dots are seeds, black diamonds the mean with its 95% t-interval", fontsize=12)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def curves_figure(curves: pd.DataFrame, cells: list[str], path: Path) -> Path | None:
+    """Training losses per epoch: the mean over seeds as a line, their range as a band."""
+    if curves.empty:
+        return None
+    sns.set_theme(style="whitegrid", context="notebook")
+    losses = [loss for loss in ("loss_D_real", "loss_D_fake", "loss_G_GAN", "loss_G_L1") if loss in set(curves["loss"])]
+    grid = sns.relplot(data=curves, x="epoch", y="value", hue="cell", hue_order=[c for c in cells if c in set(curves["cell"])],
+                       col="loss", col_order=losses, col_wrap=min(4, len(losses)), kind="line",
+                       errorbar=("pi", 100), height=3.2, aspect=1.15, facet_kws={"sharey": False},
+                       palette="colorblind", marker="o", markersize=4)
+    grid.set_titles("{col_name}")
+    for ax in grid.axes.flat:
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    grid.set_axis_labels("epoch", "loss")
+    grid.figure.suptitle("Training losses per epoch (line: mean over seeds, band: their range)", y=1.03, fontsize=12)
+    grid.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(grid.figure)
+    return path
+
+
+def samples_figure(samples: CellSamples, cells: list[str], path: Path) -> Path | None:
+    """Rows: test images; columns: input, each cell's output, target (as the paper's figures)."""
+    cells = [c for c in cells if c in samples.outputs]
+    if not cells:
+        return None
+    columns = ["input"] + [f"{c}\n(seed {samples.seeds[c]})" for c in cells] + ["target"]
+    n = samples.inputs.shape[0]
+    fig, axes = plt.subplots(n, len(columns), figsize=(1.9 * len(columns), 1.9 * n + 0.5), squeeze=False)
+    for row in range(n):
+        images = [samples.inputs[row]] + [samples.outputs[c][row] for c in cells] + [samples.targets[row]]
+        for col, image in enumerate(images):
+            ax = axes[row, col]
+            picture = image.permute(1, 2, 0).numpy()
+            ax.imshow(picture[..., 0] if picture.shape[-1] == 1 else picture, cmap="gray" if picture.shape[-1] == 1 else None)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(columns[col], fontsize=10)
+        axes[row, 0].set_ylabel(samples.names[row], fontsize=9)
+    fig.suptitle("The same test inputs through each cell's generator", fontsize=12)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,119 @@
+"""A sweep's runs from MLflow as pandas frames (through p2p.tracking; no trainer imports)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from p2p import tracking
+from p2p.errors import UserError
+
+SCORES = ["eval/fcn_pixel_acc", "eval/fcn_class_acc", "eval/fcn_iou", "eval/lpips", "eval/ssim", "eval/psnr",
+          "eval/l1"]
+LOWER_IS_BETTER = {"eval/lpips", "eval/l1"}
+LOSSES = ["train/loss_D_real", "train/loss_D_fake", "train/loss_G_GAN", "train/loss_G_L1"]
+
+
+@dataclass
+class SweepRuns:
+    """What MLflow holds for one sweep at one scale."""
+
+    name: str
+    scale: str
+    parent_run_id: str | None
+    cells: list[str]  # expected, in the spec's order
+    seeds: list[int]  # expected
+    objective: str
+    direction: str
+    trials: pd.DataFrame  # one row per child run: run_id, cell, seed, status, failure, eval/* scores
+    spec_path: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def finished(self) -> pd.DataFrame:
+        return self.trials[self.trials["status"] == "FINISHED"]
+
+    def missing(self) -> list[tuple[str, int]]:
+        """(cell, seed) pairs of the spec without a finished run."""
+        done = set(zip(self.finished["cell"], self.finished["seed"]))
+        return [(c, s) for s in self.seeds for c in self.cells if (c, s) not in done]
+
+    def failed(self) -> pd.DataFrame:
+        """Runs that ended FAILED or KILLED and were not redone by a finished run of the same trial."""
+        done = set(zip(self.finished["cell"], self.finished["seed"]))
+        bad = self.trials[self.trials["status"].isin(["FAILED", "KILLED"])]
+        return bad[[(c, s) not in done for c, s in zip(bad["cell"], bad["seed"])]]
+
+
+def spec_file(sweep: str, root: Path = Path(".")) -> Path | None:
+    path = root / "sweeps" / f"{sweep}.yaml"
+    return path if path.is_file() else None
+
+
+def load_sweep(sweep: str, scale: str | None = None, root: Path = Path(".")) -> SweepRuns:
+    """Runs of the sweep named `sweep` (its MLflow experiment) at `scale` (default: the newest parent's)."""
+    path = spec_file(sweep, root)
+    exists = tracking.experiment_exists(sweep)
+    if path is None and not exists:
+        known = sorted(p.stem for p in (root / "sweeps").glob("*.yaml")) if (root / "sweeps").is_dir() else []
+        raise UserError(f"sweep '{sweep}': no sweeps/{sweep}.yaml and no MLflow experiment of that name "
+                        f"in {tracking.tracking_uri()} (sweeps: {', '.join(known) or 'none'})")
+    records = tracking.run_records(sweep) if exists else []
+    parents = [r for r in records if r["tags"].get("p2p.role") == "sweep" or
+               (tracking.PARENT_TAG not in r["tags"] and r["tags"].get("p2p.cell") is None)]
+    if scale is None:
+        scales = [p["tags"].get("p2p.scale") for p in parents if p["tags"].get("p2p.scale")]
+        scales += [r["tags"].get("p2p.scale") for r in records if r["tags"].get("p2p.scale")]
+        scale = scales[0] if scales else "cpu"  # records come newest first
+    parent = next((p for p in parents if p["tags"].get("p2p.scale") == scale), None)
+
+    cells, seeds, objective, direction, notes = [], [], "eval/fcn_iou", "maximize", []
+    if path is not None:
+        from p2p.sweep.spec import load_spec
+
+        spec = load_spec(path)
+        cells = [c.name for c in spec.cells]
+        seeds = list(spec.seeds_for(scale))
+        objective, direction = spec.objective, spec.direction
+    else:
+        notes.append(f"no sweeps/{sweep}.yaml here: the expected cells are those with runs")
+
+    rows = []
+    for r in records:
+        tags = r["tags"]
+        if "p2p.cell" not in tags or tags.get("p2p.scale", scale) != scale:
+            continue
+        row = {"run_id": r["run_id"], "run_name": r["run_name"], "cell": tags["p2p.cell"],
+               "seed": int(tags.get("p2p.seed", 0)), "status": r["status"], "failure": tags.get("p2p.failure", ""),
+               "start_time": r["start_time"], "parent": tags.get(tracking.PARENT_TAG)}
+        row.update({k: r["metrics"].get(k) for k in SCORES})
+        rows.append(row)
+    trials = pd.DataFrame(rows, columns=["run_id", "run_name", "cell", "seed", "status", "failure", "start_time",
+                                         "parent", *SCORES])
+    # A trial may have several runs (a worker died and it started again): keep the newest per status.
+    trials = trials.sort_values("start_time", ascending=False)
+    finished = trials[trials["status"] == "FINISHED"].drop_duplicates(["cell", "seed"])
+    others = trials[trials["status"] != "FINISHED"].drop_duplicates(["cell", "seed"])
+    trials = pd.concat([finished, others], ignore_index=True)
+    for cell in trials["cell"].unique():
+        if cell not in cells:
+            cells.append(cell)
+    if not seeds:
+        seeds = sorted(trials["seed"].unique().tolist())
+    order = {c: i for i, c in enumerate(cells)}
+    trials = trials.sort_values(["cell", "seed"], key=lambda col: col.map(order) if col.name == "cell" else col)
+    return SweepRuns(sweep, scale, parent["run_id"] if parent else None, cells, seeds, objective, direction,
+                     trials.reset_index(drop=True), path, notes)
+
+
+def loss_curves(runs: SweepRuns) -> pd.DataFrame:
+    """Long frame of per-epoch training losses of the finished runs: cell, seed, epoch, loss, value."""
+    rows = []
+    for run in runs.finished.itertuples():
+        for key in LOSSES:
+            for step, value in tracking.metric_history(run.run_id, key):
+                rows.append({"cell": run.cell, "seed": run.seed, "epoch": step, "loss": key.split("/", 1)[1],
+                             "value": value})
+    return pd.DataFrame(rows, columns=["cell", "seed", "epoch", "loss", "value"])
