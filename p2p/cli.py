@@ -168,7 +168,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.worker:
         from p2p.sweep.worker import worker_main
 
-        return worker_main(args.spec, args.scale, args.storage, args.overrides, args.name, args.heartbeat, args.threads)
+        return worker_main(args.spec, args.scale, args.storage, args.overrides, args.name, args.heartbeat, args.threads,
+                           not args.no_progress)
     from p2p.sweep.driver import SweepOptions, run_sweep
 
     if args.workers < 0:

@@ -22,9 +22,8 @@ from p2p.config import RunConfig
 from p2p.errors import UserError
 from p2p.sweep.spec import OBJECTIVES, SweepJob, SweepSpec, TrialKey, check_cli_overrides, grid, load_spec, trial_config
 
-POLL_S = 2.0
+POLL_S = 3.0  # seconds between looks at the study (a finished trial's line appears within this)
 STORAGE_ENV, DEFAULT_DB = "P2P_SWEEP_STORAGE", "optuna.db"
-SPEC_ARTIFACT = "sweep.yaml"
 
 
 @dataclass(frozen=True)
@@ -137,26 +136,23 @@ def run_sweep(spec_path: str | Path, options: SweepOptions, dry_run: bool = Fals
         print(describe_plan(plan, studies.find(url, spec, scale), url, workers, threads))
         return 0
 
-    job = SweepJob(spec, scale, url, tuple(overrides), options.heartbeat_s, threads)
+    job = SweepJob(spec, scale, url, tuple(overrides), options.heartbeat_s, threads, options.progress)
     # MLflow prints a link per finished run when it talks to a server: dozens of lines in a sweep.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     # Workers start first and import torch while this process prepares the study; they
     # wait for "go" on their stdin (and leave quietly if it closes without one).
     procs = [_start_worker(spec_path, job, options.name, i, workers) for i in range(workers)]
     try:
-        from p2p import tracking
         from p2p.sweep import study as studies
 
-        tracking.ensure_store()  # once, before several processes open a fresh store
         study = _prepare(plan, job, options.retry_failed)
         _print_invalid(plan)
-        _ensure_fcn_scorers(plan, options.progress)
         for proc in procs:
             proc.stdin.write("go\n")
             proc.stdin.close()
         print(f"p2p: sweep {spec.name} ({scale}): {plan.trial_count} trials, {workers} worker"
               f"{'s' if workers > 1 else ''} x {threads} thread{'s' if threads > 1 else ''}; storage "
-              f"{studies.redact(url)}; MLflow {tracking.tracking_uri()}", file=sys.stderr, flush=True)
+              f"{studies.redact(url)}", file=sys.stderr, flush=True)
         _watch(plan, study, procs, options.progress)
     except BaseException:
         _stop(procs)
@@ -169,6 +165,8 @@ def _start_worker(spec_path: str | Path, job: SweepJob, name: str | None, index:
            "--storage", job.storage_url, "--heartbeat", str(job.heartbeat_s), "--threads", str(job.threads)]
     if name:
         cmd += ["--name", name]
+    if not job.progress:
+        cmd += ["--no-progress"]
     for override in job.overrides:
         cmd += ["--set", override]
     env = dict(os.environ)
@@ -179,25 +177,15 @@ def _start_worker(spec_path: str | Path, job: SweepJob, name: str | None, index:
 
 
 def _prepare(plan: Plan, job: SweepJob, retry_failed: bool):
-    """Create or load the study, queue missing trials, find or start the MLflow parent run."""
-    from p2p import tracking
+    """Create or load the study and queue the trials it lacks (the workers find or start the MLflow parent run)."""
     from p2p.sweep import study as studies
 
-    spec = plan.spec
-    with studies.storage_lock(job.storage_url, studies.study_name(spec.name, plan.scale)):
+    with studies.storage_lock(job.storage_url, studies.study_name(plan.spec.name, plan.scale)):
         storage = studies.open_storage(job.storage_url, job.heartbeat_s)
-        study = studies.create_or_load(storage, spec, plan.scale, list(job.overrides))
+        study = studies.create_or_load(storage, plan.spec, plan.scale, list(job.overrides))
         studies.recover_stale(study, storage)
-        if spec.search is None:
+        if plan.spec.search is None:
             studies.enqueue_grid(study, plan.keys, retry_failed)
-        parent = tracking.find_or_start_run(spec.name, f"{spec.name}-{plan.scale}",
-                                            {"p2p.sweep": spec.name, "p2p.scale": plan.scale, "p2p.role": "sweep"})
-        if study.user_attrs.get(studies.PARENT_RUN) != parent.run_id:
-            study.set_user_attr(studies.PARENT_RUN, parent.run_id)
-            parent.set_tags({"p2p.objective": spec.objective, "p2p.direction": spec.direction,
-                             "p2p.kind": spec.kind, "p2p.factor": spec.description[:4000],
-                             "p2p.cells": ",".join(c.name for c in spec.cells), "p2p.set": " ".join(job.overrides)})
-            parent.log_text(spec.path.read_text(), SPEC_ARTIFACT)
     return study
 
 
@@ -205,26 +193,6 @@ def _print_invalid(plan: Plan) -> None:
     for cell, reason in plan.invalid.items():
         print(f"p2p: warning: cell {cell} is invalid and its trials will be marked failed: {reason}",
               file=sys.stderr)
-
-
-def _ensure_fcn_scorers(plan: Plan, progress: bool) -> None:
-    """Fit each FCN scorer the cells need once, here, before any worker scores (they share it)."""
-    if not any("fcn" in cfg.eval.metrics for cfg in plan.configs.values()):
-        return
-    from p2p.metrics.fcn_fit import fcn_skip_reason, scorer_for_run
-
-    done = set()
-    for name, cfg in plan.configs.items():
-        if "fcn" not in cfg.eval.metrics:
-            continue
-        reason = fcn_skip_reason(cfg.data)
-        if reason is not None and plan.spec.objective.startswith("eval/fcn"):
-            raise UserError(f"{plan.spec.path}: key 'objective.metric' is {plan.spec.objective} but cell {name} "
-                            f"cannot be FCN-scored: {reason}")
-        key = (cfg.data.dataset, cfg.data.crop_size, cfg.eval.cache_dir)
-        if reason is None and key not in done:
-            scorer_for_run(cfg, progress=progress)
-            done.add(key)
 
 
 def _stop(procs: list[subprocess.Popen]) -> None:
@@ -250,8 +218,9 @@ def _watch(plan: Plan, study, procs: list[subprocess.Popen], progress: bool) -> 
     from tqdm import tqdm
 
     total = sum(plan.epochs(k.cell) for k in plan.keys) or plan.trial_count * plan.epochs("base")
-    seen = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
-    bar = tqdm(total=total, initial=_epochs_done(plan, study), unit="epoch", desc=f"{plan.spec.name} ({plan.scale})",
+    trials = study.get_trials(deepcopy=False)
+    seen = {t.number for t in trials if t.state.is_finished()}
+    bar = tqdm(total=total, initial=_epochs_done(plan, trials), unit="epoch", desc=f"{plan.spec.name} ({plan.scale})",
                disable=not progress, dynamic_ncols=True, smoothing=0.05)
     try:
         while True:
@@ -262,7 +231,7 @@ def _watch(plan: Plan, study, procs: list[subprocess.Popen], progress: bool) -> 
                     seen.add(trial.number)
                     line = _trial_line(plan, trial)
                     bar.write(line) if progress else print(line, flush=True)
-            bar.update(_epochs_done(plan, study) - bar.n)
+            bar.update(_epochs_done(plan, trials) - bar.n)
             if not running:
                 return
             time.sleep(POLL_S)
@@ -270,12 +239,12 @@ def _watch(plan: Plan, study, procs: list[subprocess.Popen], progress: bool) -> 
         bar.close()
 
 
-def _epochs_done(plan: Plan, study) -> int:
+def _epochs_done(plan: Plan, trials: list) -> int:
     from p2p.sweep import study as studies
 
     if plan.spec.search is None:
         done = 0
-        for key, state in studies.key_states(study, plan.keys).items():
+        for key, state in studies.key_states(trials, plan.keys).items():
             full = plan.epochs(key.cell)
             if state.state in ("done", "failed"):
                 done += full
@@ -283,7 +252,6 @@ def _epochs_done(plan: Plan, study) -> int:
                 done += min(full, int(state.trial.user_attrs.get(studies.EPOCH, 0)))
         return done
     full = plan.epochs("base")
-    trials = study.get_trials(deepcopy=False)
     return sum(full if t.state.is_finished() else int(t.user_attrs.get(studies.EPOCH, 0)) for t in trials)
 
 
@@ -318,12 +286,16 @@ def _finish(plan: Plan, study, codes: list[int | None]) -> int:
     left = studies.has_unfinished(study) if plan.spec.search is not None else any(
         s.state in ("missing", "waiting", "running") for s in studies.key_states(study, plan.keys).values())
     parent = study.user_attrs.get(studies.PARENT_RUN)
+    if parent:
+        print(f"MLflow: experiment '{plan.spec.name}' in {tracking.tracking_uri()}, parent run {parent}")
     if left:
+        if parent:
+            tracking.RunTracker(parent).kill("unfinished: run the sweep command again to resume")
+        if 2 in codes:  # a worker found a mistake in the spec or config (its one-line error is above)
+            return 2
         crashed = [c for c in codes if c not in (0, None)]
         print(f"p2p: the sweep is not finished ({len(crashed)} worker(s) exited with an error); "
               "run the same command again to resume it", file=sys.stderr)
-        if parent:
-            tracking.RunTracker(parent).kill("unfinished: run the sweep command again to resume")
         return 1
     if parent:
         tracking.RunTracker(parent).finish()

@@ -110,6 +110,7 @@ class SweepJob:
     overrides: tuple[str, ...] = ()
     heartbeat_s: int = 10
     threads: int = 0  # runtime.threads for each run whose config leaves it at 0
+    progress: bool = True
 
 
 @dataclass(frozen=True)

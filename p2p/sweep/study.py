@@ -52,8 +52,11 @@ def engine_url(url: str) -> str:
     return url
 
 
-def open_storage(url: str, heartbeat_s: int = DEFAULT_HEARTBEAT_S) -> RDBStorage:
-    """The shared storage with heartbeats on: a RUNNING trial silent for 3 heartbeats is stale."""
+def open_storage(url: str, heartbeat_s: int = DEFAULT_HEARTBEAT_S, check_schema: bool = True) -> RDBStorage:
+    """The shared storage with heartbeats on: a RUNNING trial silent for 3 heartbeats is stale.
+
+    `check_schema=False` skips creating and checking the tables (a worker: its sweep command did that).
+    """
     url = engine_url(url)
     if url.startswith("sqlite:"):
         kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}  # several local workers wait their turn
@@ -62,7 +65,8 @@ def open_storage(url: str, heartbeat_s: int = DEFAULT_HEARTBEAT_S) -> RDBStorage
     try:
         with _settled_api():
             return RDBStorage(url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_s, grace_period=3 * heartbeat_s,
-                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=STALE_RETRIES))
+                              heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=STALE_RETRIES),
+                              skip_compatibility_check=not check_schema, skip_table_creation=not check_schema)
     except Exception as exc:  # a bad URL, an unreachable server, a missing driver
         raise UserError(f"--storage {redact(url)}: cannot open the Optuna storage ({type(exc).__name__}: "
                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
@@ -239,9 +243,12 @@ def stale_retries_exhausted(trial: FrozenTrial) -> bool:
     return len(trial.system_attrs.get("retry_history", [])) >= STALE_RETRIES
 
 
-def key_states(study: optuna.Study, keys: list[TrialKey]) -> dict[TrialKey, KeyState]:
+def key_states(trials: optuna.Study | list[FrozenTrial], keys: list[TrialKey]) -> dict[TrialKey, KeyState]:
+    """The state of each key, from a study or from a list of its trials already read."""
+    if isinstance(trials, optuna.Study):
+        trials = trials.get_trials(deepcopy=False)
     by_key: dict[TrialKey, list[FrozenTrial]] = {k: [] for k in keys}
-    for trial in study.get_trials(deepcopy=False):
+    for trial in trials:
         key = key_of(trial)
         if key in by_key:
             by_key[key].append(trial)

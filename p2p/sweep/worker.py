@@ -26,11 +26,14 @@ from p2p.sweep import study as studies
 from p2p.sweep.spec import SweepJob, run_dir, trial_config
 from p2p.trainer import StopTraining, TrainingFault, train
 
+PARENT_SPEC_ARTIFACT = "sweep.yaml"  # the spec, on the sweep's parent run
+
 
 def run_worker(job: SweepJob) -> int:
     """Work through the sweep's trials; returns when none is left to run or wait for."""
-    storage = studies.open_storage(job.storage_url, job.heartbeat_s)
+    storage = studies.open_storage(job.storage_url, job.heartbeat_s, check_schema=False)
     study = studies.load(storage, job.spec, job.scale)
+    join_sweep(job, study)
     idle_poll = min(2.0, float(job.heartbeat_s))
     while True:
         studies.recover_stale(study, storage)
@@ -50,6 +53,50 @@ def run_worker(job: SweepJob) -> int:
         except KeyboardInterrupt:
             studies.release(storage, trial)
             raise
+
+
+def join_sweep(job: SweepJob, study: optuna.Study) -> None:
+    """Before the first trial: the sweep's MLflow parent run and the FCN scorers its cells share.
+
+    Under the storage's lock, so that of all the workers on all machines exactly one creates
+    the tracking store's tables (a fresh sqlite store races) and the parent run; a missing FCN
+    scorer is fitted by one worker while the others wait for it (a file lock in `ensure_fcn_scorer`).
+    """
+    spec = job.spec
+    with studies.storage_lock(job.storage_url, studies.study_name(spec.name, job.scale)):
+        tracking.ensure_store()
+        parent = tracking.find_or_start_run(spec.name, f"{spec.name}-{job.scale}",
+                                            {"p2p.sweep": spec.name, "p2p.scale": job.scale, "p2p.role": "sweep"})
+        if study.user_attrs.get(studies.PARENT_RUN) != parent.run_id:
+            study.set_user_attr(studies.PARENT_RUN, parent.run_id)
+            parent.set_tags({"p2p.objective": spec.objective, "p2p.direction": spec.direction, "p2p.kind": spec.kind,
+                             "p2p.factor": spec.description[:4000], "p2p.cells": ",".join(c.name for c in spec.cells),
+                             "p2p.set": " ".join(job.overrides)})
+            parent.log_text(spec.path.read_text(), PARENT_SPEC_ARTIFACT)
+    ensure_fcn_scorers(job)
+
+
+def ensure_fcn_scorers(job: SweepJob) -> None:
+    """Every cell that scores FCN uses the one cached scorer for its dataset and size (fitted here if missing)."""
+    from p2p.metrics.fcn_fit import fcn_skip_reason, scorer_for_run
+
+    spec, ready = job.spec, set()
+    cells = [(c.name, c.overrides) for c in spec.cells] or [("search", {})]
+    for name, overrides in cells:
+        try:
+            cfg = trial_config(spec, job.scale, overrides, spec.seeds_for(job.scale)[0], list(job.overrides))
+        except UserError:
+            continue  # an invalid cell: its trials fail with the reason
+        if "fcn" not in cfg.eval.metrics:
+            continue
+        reason = fcn_skip_reason(cfg.data)
+        if reason is not None and spec.objective.startswith("eval/fcn"):
+            raise UserError(f"{spec.path}: key 'objective.metric' is {spec.objective}, but cell {name} "
+                            f"cannot be FCN-scored: {reason}")
+        key = (cfg.data.dataset, cfg.data.crop_size, cfg.eval.cache_dir)
+        if reason is None and key not in ready:
+            scorer_for_run(cfg, progress=job.progress)
+            ready.add(key)
 
 
 def _interrupt(signum, frame) -> None:
@@ -173,12 +220,12 @@ def _record_failed_run(experiment: str, run_name: str, tags: dict[str, Any], par
 
 
 def worker_main(spec_path: str, scale: str, storage_url: str, overrides: list[str], name: str | None,
-                heartbeat_s: int, threads: int) -> int:
+                heartbeat_s: int, threads: int, progress: bool) -> int:
     """Entry of a worker process started by the sweep command: wait for its "go", then work."""
     from p2p.sweep.spec import load_spec
 
     signal.signal(signal.SIGTERM, _interrupt)  # the sweep command stops its workers with SIGTERM
     if sys.stdin.readline().strip() != "go":
         return 0  # the sweep command stopped before the study was ready
-    job = SweepJob(load_spec(spec_path, name), scale, storage_url, tuple(overrides), heartbeat_s, threads)
+    job = SweepJob(load_spec(spec_path, name), scale, storage_url, tuple(overrides), heartbeat_s, threads, progress)
     return run_worker(job)
