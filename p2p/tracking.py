@@ -24,6 +24,7 @@ logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
 PARENT_TAG = "mlflow.parentRunId"
+FAILURE_TAG = "p2p.failure"
 DEFAULT_DB = "mlflow.db"
 
 
@@ -100,8 +101,11 @@ class RunTracker:
 
     @classmethod
     def resume(cls, run_id: str, uri: str | None = None) -> "RunTracker":
+        """Continue a run: RUNNING again, and no longer carrying the reason it stopped (`p2p.failure`)."""
         tracker = cls(run_id, uri)
         tracker.client.update_run(run_id, status="RUNNING")
+        if FAILURE_TAG in tracker.client.get_run(run_id).data.tags:
+            tracker.client.delete_tag(run_id, FAILURE_TAG)
         return tracker
 
     def log_params(self, params: dict[str, Any]) -> None:
@@ -129,11 +133,11 @@ class RunTracker:
         self.client.set_terminated(self.run_id, "FINISHED")
 
     def fail(self, reason: str) -> None:
-        self.set_tags({"p2p.failure": reason[:4000]})
+        self.set_tags({FAILURE_TAG: reason[:4000]})
         self.client.set_terminated(self.run_id, "FAILED")
 
     def kill(self, reason: str) -> None:
-        self.set_tags({"p2p.failure": reason[:4000]})
+        self.set_tags({FAILURE_TAG: reason[:4000]})
         self.client.set_terminated(self.run_id, "KILLED")
 
     def status(self) -> str:

@@ -108,6 +108,7 @@ def check_completed_once(spec_path: Path, storage: str, tracking_uri: str, kille
     for run in children:
         if run.info.status == "FINISHED":
             assert "eval/ssim" in run.data.metrics and run.data.params["optim.epochs"] == str(EPOCHS)
+            assert "p2p.failure" not in run.data.tags
 
     # The killed trial: failed as stale, re-queued, and finished by resuming the same MLflow run.
     mine = [t for t in trials if studies.key_of(t) is not None

@@ -16,10 +16,10 @@ from p2p.config import RunConfig
 from p2p.data import list_images, split_dir
 from p2p.sweep.spec import TrialKey
 
-# Measured on the 2-core AMD EPYC CPU of this lab (a CPU-scale patchsize sweep, 2 workers x 1 thread):
-WORKER_START_S = 8.0  # a worker process: imports (torch, mlflow, optuna) and opening the stores
+# Measured on the 2-core AMD EPYC CPU of this lab, one thread per process (README, "Sweeps"):
+WORKER_START_S = 10.0  # a worker process: imports (torch, mlflow, optuna, torchmetrics), opening the stores
 TRIAL_SETUP_S = 3.0  # per trial: decoding the train split, building the nets, creating the MLflow run
-SCORE_S_PER_IMAGE_128 = 0.09  # per test image at 128x128: generate, FCN, LPIPS, SSIM, PSNR, L1 (fcn + lpips on)
+SCORE_S_PER_IMAGE_128 = 0.2  # per test image at 128x128: generate, FCN, LPIPS, SSIM, PSNR, L1 (21.8 s for 106)
 MEASURE_STEPS, MEASURE_BUDGET_S = 3, 3.0  # at least 3 steps; up to 10 while they take under 1 s in all
 
 
@@ -66,9 +66,9 @@ def describe_plan(plan, study, url: str, workers: int, threads: int) -> str:
     wall = schedule_seconds(todo, workers)
     lines.append(f"estimate: {len(todo)} trials to run on {workers} worker{'s' if workers > 1 else ''} x {threads} "
                  f"thread{'s' if threads > 1 else ''}: about {_minutes(wall)}")
-    lines.append(f"  (training steps measured just now on this machine, {MEASURE_STEPS} per cell at {threads} thread"
-                 f"{'s' if threads > 1 else ''}; plus start-up and scoring per run from constants measured on a "
-                 f"2-core CPU, {SCORE_S_PER_IMAGE_128:.2f} s per scored 128x128 image)")
+    lines.append(f"  (training steps measured just now on this machine, one process at a time, {MEASURE_STEPS}+ per "
+                 f"cell at {threads} thread{'s' if threads > 1 else ''}; plus start-up and scoring per run from "
+                 f"constants measured on a 2-core CPU, {SCORE_S_PER_IMAGE_128:.2f} s per scored 128x128 image)")
     return "\n".join(lines)
 
 
