@@ -14,7 +14,6 @@ import fcntl
 import os
 import socket
 import threading
-import time
 import warnings
 import zlib
 from dataclasses import dataclass
