@@ -19,6 +19,8 @@ from p2p.sweep.spec import TrialKey
 # Measured on the 2-core AMD EPYC CPU of this lab, one thread per process (README, "Sweeps"):
 WORKER_START_S = 10.0  # a worker process: imports (torch, mlflow, optuna, torchmetrics), opening the stores
 TRIAL_SETUP_S = 3.0  # per trial: decoding the train split, building the nets, creating the MLflow run
+EPOCH_OVERHEAD_S = 1.0  # per epoch: the checkpoint and the MLflow metrics
+STEP_LOOP_FACTOR = 1.16  # a step inside the training loop (data, jitter, loss checks): 178 ms vs 153 ms bare at 70x70
 SCORE_S_PER_IMAGE_128 = 0.2  # per test image at 128x128: generate, FCN, LPIPS, SSIM, PSNR, L1 (21.8 s for 106)
 MEASURE_STEPS, MEASURE_BUDGET_S = 3, 3.0  # at least 3 steps; up to 10 while they take under 1 s in all
 
@@ -80,7 +82,7 @@ def run_seconds(cfg: RunConfig, step_s: float) -> float:
     passes = (epochs // cfg.eval.every if cfg.eval.every else 0) + (0 if cfg.eval.every and epochs % cfg.eval.every == 0 else 1)
     scored = _count(cfg, cfg.eval.split, cfg.eval.max_images)
     per_image = SCORE_S_PER_IMAGE_128 * (cfg.data.crop_size / 128) ** 2
-    return TRIAL_SETUP_S + steps * step_s + passes * scored * per_image
+    return TRIAL_SETUP_S + steps * step_s * STEP_LOOP_FACTOR + epochs * EPOCH_OVERHEAD_S + passes * scored * per_image
 
 
 def _count(cfg: RunConfig, split: str, cap: int | None) -> int:

@@ -169,6 +169,8 @@ SPEC_KEYS = ("name", "description", "base", "factor", "cells", "seeds", "objecti
 def load_spec(path: str | Path, name: str | None = None) -> SweepSpec:
     """Read and check a sweep spec; every mistake is a UserError naming the file and the key."""
     path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: sweep spec not found (the specs are in sweeps/)")
     data = load_yaml(path)
     src = str(path)
 
