@@ -52,15 +52,15 @@ def test_tiny_fit_is_clearly_above_the_majority_class(tiny_fcn_cache):
     assert truth["iou"] > 2.5 * majority["iou"]
 
 
-def test_scorer_file_reproduces_its_ground_truth_row(tiny_fcn_cache, data_root):
+def test_scorer_file_holds_its_palette_and_refuses_other_sizes(tiny_fcn_cache, data_root):
     from p2p import data
 
     scorer = load_scorer(tiny_scorer_path(tiny_fcn_cache))
-    assert scorer.size == TINY_FCN_SIZE and scorer.palette.num_classes == 12
-    test = data.load_pairs(DataConfig(root=str(data_root), direction="AtoB"), "test", TINY_FCN_SIZE)
-    assert fcn_scores(scorer, test.pairs[:, :3], test.pairs[:, 3:]) == scorer.info["ground_truth"]
+    assert scorer.size == TINY_FCN_SIZE and scorer.palette.num_classes == 12 and scorer.dataset == "facades"
+    assert load_scorer(tiny_scorer_path(tiny_fcn_cache)) is scorer  # loaded once per process
+    test = data.load_pairs(DataConfig(root=str(data_root), direction="AtoB"), "test", 32, 2)
     with pytest.raises(UserError, match="fitted at 64x64"):
-        fcn_scores(scorer, test.pairs[:2, :3, :32, :32], test.pairs[:2, 3:, :32, :32])
+        fcn_scores(scorer, test.pairs[:, :3], test.pairs[:, 3:])
 
 
 def test_fcn_applies_to_labels_to_photo_with_a_palette_only(data_root, tmp_path):

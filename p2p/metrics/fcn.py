@@ -39,10 +39,10 @@ class FCN8s(nn.Module):
 
     def __init__(self, num_classes: int, width: int = 1024, dropout: float = 0.5):
         super().__init__()
-        import torchvision
+        from torchvision.models.vgg import cfgs, make_layers
 
-        features = torchvision.models.vgg16().features
-        self.features = features
+        # torchvision's vgg16().features, without building (and randomly initialising) its 120M-parameter classifier
+        self.features = make_layers(cfgs["D"], batch_norm=False)
         self.fc = nn.Sequential(
             nn.Conv2d(512, width, 3, padding=1), nn.ReLU(inplace=True), nn.Dropout2d(dropout),
             nn.Conv2d(width, width, 1), nn.ReLU(inplace=True), nn.Dropout2d(dropout),
