@@ -109,10 +109,13 @@ def measure_iteration(setting: Setting, variant: str, device_name: str, max_iter
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    # Up to 3 warm-up steps (compilation, allocator), fewer for a variant that is slow anyway.
     warmup_start = time.perf_counter()
     for _ in range(3):
         step()
-    sync()
+        sync()
+        if time.perf_counter() - warmup_start > budget_s / 3:
+            break
     warmup = time.perf_counter() - warmup_start
     times: list[float] = []
     start = time.perf_counter()

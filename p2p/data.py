@@ -3,20 +3,23 @@
 A dataset folder holds `train/`, `test/` (and maybe `val/`) of images that put
 A on the left half and B on the right half. `data.direction` picks which half
 is the input. Every image is decoded once into a uint8 tensor kept in memory,
-already resized to `load_size` (train) or `crop_size` (test); a step only crops
-and mirrors, with the same offsets for input and target.
+already resized to `load_size` (train) or `crop_size` (test), and the decoded
+split is kept on disk for the next process; a step only crops and mirrors, with
+the same offsets for input and target.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torchvision.transforms.v2.functional as TF
-from torchvision.io import ImageReadMode, decode_image
 
+from p2p import checkpoint
+from p2p.cache import cache_root
 from p2p.config import DataConfig, data_root
 from p2p.errors import UserError
 
@@ -50,6 +53,8 @@ def list_images(folder: Path) -> list[Path]:
 
 def read_rgb(path: Path) -> torch.Tensor:
     """uint8 (3, H, W); an unreadable file is a user error naming it."""
+    from torchvision.io import ImageReadMode, decode_image  # here: torchvision's import costs ~2 s
+
     try:
         return decode_image(str(path), mode=ImageReadMode.RGB)
     except Exception as exc:  # torchvision raises RuntimeError with varying texts
@@ -65,6 +70,8 @@ def split_pair(image: torch.Tensor, path: Path) -> tuple[torch.Tensor, torch.Ten
 
 
 def to_grayscale(rgb: torch.Tensor) -> torch.Tensor:
+    import torchvision.transforms.v2.functional as TF
+
     return TF.rgb_to_grayscale(rgb, num_output_channels=1)
 
 
@@ -85,13 +92,38 @@ class PairSet:
 
 def load_pairs(cfg: DataConfig, split: str, size: int, max_images: int | None = None,
                progress: bool = False) -> PairSet:
-    """Decode a split once, resized to `size` x `size` (bicubic, as the reference)."""
+    """A split resized to `size` x `size` (bicubic, as the reference), decoded once and kept in the cache
+    folder (`$P2P_CACHE_DIR` or `.cache/p2p`, in `decoded/`) for the next process: every trial of a sweep
+    reads the same tensors instead of decoding and resizing hundreds of JPEGs again."""
     folder = split_dir(cfg, split)
     files = list_images(folder)
     if not files:
         raise UserError(f"{folder}: split '{split}' holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     if max_images is not None:
         files = files[:max_images]
+    cached = decoded_cache_file(cfg, folder, files, size)
+    if cached.is_file():
+        try:
+            saved = torch.load(cached, weights_only=True)
+            return PairSet(saved["pairs"], saved["names"], saved["in_channels"])
+        except Exception:  # a damaged or foreign file: decode again and replace it
+            pass
+    pairs = decode_pairs(cfg, split, files, size, progress)
+    checkpoint.save_atomic({"pairs": pairs.pairs, "names": pairs.names, "in_channels": pairs.in_channels}, cached)
+    return pairs
+
+
+def decoded_cache_file(cfg: DataConfig, folder: Path, files: list[Path], size: int) -> Path:
+    """Where a decoded split is kept: named by everything that shapes it, each file's size and mtime included,
+    so an edited dataset is decoded again."""
+    stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
+    key = json.dumps({"folder": str(folder.resolve()), "files": stats, "size": size, "task": cfg.task,
+                      "layout": cfg.layout, "direction": cfg.direction, "version": 1})
+    digest = hashlib.sha1(key.encode()).hexdigest()[:16]
+    return cache_root() / "decoded" / f"{cfg.dataset}-{folder.name}-{size}-{digest}.pt"
+
+
+def decode_pairs(cfg: DataConfig, split: str, files: list[Path], size: int, progress: bool) -> PairSet:
     in_channels = 1 if cfg.task == "colorization" else 3
     pairs = torch.empty((len(files), in_channels + 3, size, size), dtype=torch.uint8)
     iterator = files
@@ -120,6 +152,8 @@ def _target_half(image: torch.Tensor, path: Path, direction: str) -> torch.Tenso
 
 
 def resize(image: torch.Tensor, size: int) -> torch.Tensor:
+    import torchvision.transforms.v2.functional as TF
+
     return TF.resize(image, [size, size], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
 
 

@@ -21,6 +21,15 @@ TINY = {
 }
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Caches (decoded datasets, FCN scorers found by default) in a session folder, not the checkout's .cache."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("P2P_CACHE_DIR", str(tmp_path_factory.mktemp("p2p-cache")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     if not (DATA_ROOT / "facades" / "train").is_dir():

@@ -69,6 +69,28 @@ def test_real_facades_decode_once_at_load_size(data_root):
     assert len(torch.unique(labels[0].flatten(1), dim=1).T) < len(torch.unique(photos[0].flatten(1), dim=1).T)
 
 
+def test_a_decoded_split_is_reused_by_the_next_load_until_a_file_changes(tmp_path, monkeypatch):
+    monkeypatch.setenv("P2P_CACHE_DIR", str(tmp_path / "cache"))
+    root = make_dataset(tmp_path / "data", n=3, size=32)
+    cfg = DataConfig(root=str(root), dataset="toy", direction="BtoA")
+    first = data.load_pairs(cfg, "train", 24)
+    assert len(list((tmp_path / "cache" / "decoded").glob("toy-train-24-*.pt"))) == 1
+
+    def no_decoding(path):
+        raise AssertionError(f"decoded {path} again")
+
+    monkeypatch.setattr(data, "read_rgb", no_decoding)
+    again = data.load_pairs(cfg, "train", 24)  # from the cache: no image is read
+    assert torch.equal(again.pairs, first.pairs) and again.names == first.names and again.in_channels == 3
+    with pytest.raises(AssertionError, match="decoded"):  # another size, direction or task is another entry
+        data.load_pairs(DataConfig(root=str(root), dataset="toy", direction="AtoB"), "train", 24)
+    monkeypatch.undo()
+    monkeypatch.setenv("P2P_CACHE_DIR", str(tmp_path / "cache"))
+    write_png(torch.zeros(3, 32, 64, dtype=torch.uint8), str(root / "toy" / "train" / "2.png"))  # an edited file
+    changed = data.load_pairs(cfg, "train", 24)
+    assert changed.pairs[1].sum() == 0 and torch.equal(changed.pairs[0], first.pairs[0])
+
+
 def test_colorization_input_is_the_grayscale_photo(tmp_path, data_root):
     cfg = DataConfig(root=str(data_root), dataset="facades", direction="BtoA", task="colorization",
                      load_size=32, crop_size=32)

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from p2p import checkpoint, data
+from p2p.cache import cache_root
 from p2p.config import DataConfig, RunConfig, data_root
 from p2p.errors import UserError
 from p2p.metrics import weights
@@ -29,8 +30,6 @@ from p2p.metrics.fcn import FCN8s, FcnScorer, fcn_scores, scorer_state
 from p2p.metrics.segmentation import Palette, confusion_matrix, find_palette, labels_to_classes, load_palette, \
     segmentation_scores
 
-CACHE_ENV = "P2P_CACHE_DIR"
-DEFAULT_CACHE = Path(".cache") / "p2p"  # in the current folder: the project root for `make` and `p2p`
 LABELS_TO_PHOTO = "BtoA"  # pix2pix releases put the label map in the B (right) half: facades, cityscapes
 
 
@@ -57,11 +56,6 @@ class FitSettings:
 
 
 # ---------------------------------------------------------------- where scorers live
-
-
-def cache_root(cache_dir: str | None = None) -> Path:
-    """`eval.cache_dir`, else `$P2P_CACHE_DIR`, else `.cache/p2p` in the current folder."""
-    return Path(cache_dir or os.environ.get(CACHE_ENV) or DEFAULT_CACHE)
 
 
 def scorer_path(dataset: str, size: int, cache_dir: str | None = None) -> Path:
