@@ -220,16 +220,21 @@ def _watch(plan: Plan, study, procs: list[subprocess.Popen], progress: bool) -> 
     total = sum(plan.epochs(k.cell) for k in plan.keys) or plan.trial_count * plan.epochs("base")
     trials = study.get_trials(deepcopy=False)
     seen = {t.number for t in trials if t.state.is_finished()}
+    pending: set[int] = set()
     bar = tqdm(total=total, initial=_epochs_done(plan, trials), unit="epoch", desc=f"{plan.spec.name} ({plan.scale})",
                disable=not progress, dynamic_ncols=True, smoothing=0.05)
     try:
         while True:
             running = [p for p in procs if p.poll() is None]
             trials = study.get_trials(deepcopy=False)
+            retried = {n for t in trials for n in t.system_attrs.get("retry_history", ())}
             for trial in trials:
                 if trial.state.is_finished() and trial.number not in seen:
+                    if running and trial.state.name == "FAIL" and trial.number not in (retried | pending):
+                        pending.add(trial.number)  # its copy may be queued a moment after it failed: look again
+                        continue
                     seen.add(trial.number)
-                    line = _trial_line(plan, trial)
+                    line = _trial_line(plan, trial, trial.number in retried)
                     bar.write(line) if progress else print(line, flush=True)
             bar.update(_epochs_done(plan, trials) - bar.n)
             if not running:
@@ -255,7 +260,7 @@ def _epochs_done(plan: Plan, trials: list) -> int:
     return sum(full if t.state.is_finished() else int(t.user_attrs.get(studies.EPOCH, 0)) for t in trials)
 
 
-def _trial_line(plan: Plan, trial) -> str:
+def _trial_line(plan: Plan, trial, retried: bool = False) -> str:
     from p2p.sweep import study as studies
 
     attrs = trial.user_attrs
@@ -267,7 +272,11 @@ def _trial_line(plan: Plan, trial) -> str:
                 + (f"  ({_duration(took)})" if took else ""))
     if state == "PRUNED":
         return f"  pruned  {label:28s} {attrs.get(studies.FAILURE, '')}"
-    return f"  failed  {label:28s} {studies.failure_reason(trial).splitlines()[0][:200]}"
+    reason = studies.failure_reason(trial).splitlines()[0][:200]
+    if retried:  # a dead worker's trial, queued again: it resumes from its last checkpoint
+        epoch = attrs.get(studies.EPOCH)
+        return f"  requeued {label:27s} {reason}; runs again" + (f" from epoch {epoch}" if epoch else "")
+    return f"  failed  {label:28s} {reason}"
 
 
 def _duration(seconds: float) -> str:
