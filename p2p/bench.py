@@ -302,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     if "train" not in skip:
         raw: dict[tuple, list[dict]] = {}
         for setting, variant, device in tqdm(jobs, desc="bench", unit="run"):
+            if _far_slower(raw, setting.name, variant, device):
+                continue  # one round shows it; repeating a 25x slower variant only costs minutes
             result = run_child(["--iters", str(args.iters), "--budget", str(args.budget), "--child", "iter",
                                 setting.scale, variant, device])
             raw.setdefault((setting.name, variant, device), []).append(result)
@@ -322,6 +324,13 @@ def main(argv: list[str] | None = None) -> int:
         report["startup"] = measure_sweep_startup(str(ROOT / "sweeps" / "patchsize.yaml"), data_root)
     write_report(report, Path(args.out))
     return 0
+
+
+def _far_slower(raw: dict[tuple, list[dict]], setting: str, variant: str, device: str, factor: float = 5.0) -> bool:
+    """Whether an earlier round already measured this variant at over `factor` x the baseline's time."""
+    base = [r["ms_per_iter"] for r in raw.get((setting, "baseline", device), []) if "error" not in r]
+    mine = [r["ms_per_iter"] for r in raw.get((setting, variant, device), []) if "error" not in r]
+    return variant != "baseline" and bool(base and mine) and min(mine) > factor * min(base)
 
 
 def add_ratios(report: dict) -> None:
