@@ -178,26 +178,32 @@ def measure_tracking_overhead(data_root: str) -> dict:
             "tracking_share": spent["s"] / total}
 
 
+def facades_test(data_root: str, size: int):
+    from p2p.config import DataConfig
+
+    return DataConfig(root=data_root, dataset="facades", direction="BtoA", crop_size=size, load_size=size)
+
+
 def measure_scoring(data_root: str, size: int) -> list[dict]:
     """Scoring the test split: the batched scorer vs scoring one image at a time."""
     import torch
 
-    from p2p.config import DataConfig
     from p2p.data import load_eval
     from p2p.metrics import ScoreSettings, score_images
+    from p2p.metrics.fcn_fit import scorer_path
 
-    pairs = load_eval(DataConfig(root=data_root, dataset="facades", direction="BtoA", crop_size=size,
-                                 load_size=size), "test")
+    pairs = load_eval(facades_test(data_root, size), "test")
     labels, photos = pairs.split(pairs.pairs)
     # Outputs: the real photos, blurred (a stand-in generator; scoring cost does not depend on content).
     outputs = torch.nn.functional.avg_pool2d(photos.float(), 3, 1, 1).round().to(torch.uint8)
-    settings = ScoreSettings(metrics=("fcn", "lpips", "ssim", "psnr", "l1"), batch_size=16)
+    settings = ScoreSettings(metrics=("fcn", "lpips", "ssim", "psnr", "l1"), batch_size=16,
+                             fcn_scorer=str(scorer_path("facades", size)))
     score_images(outputs[:2], photos[:2], settings, labels=labels[:2])  # build the networks once
     results = []
     for variant, batch in (("batched", 16), ("one image at a time", 1)):
         t = time.perf_counter()
-        scores = score_images(outputs, photos, ScoreSettings(metrics=settings.metrics, batch_size=batch),
-                              labels=labels)
+        scores = score_images(outputs, photos, ScoreSettings(metrics=settings.metrics, batch_size=batch,
+                                                             fcn_scorer=settings.fcn_scorer), labels=labels)
         results.append({"variant": variant, "images": len(outputs), "size": size,
                         "seconds": time.perf_counter() - t, "scores": scores})
     return results
@@ -242,6 +248,17 @@ def measure_sweep_startup(spec: str, data_root: str, timeout: float = 120) -> di
     return {"spec": spec, "startup_s": elapsed, **({"error": error} if error else {})}
 
 
+def flop_per_cycle(flags: set[str], amd_256bit_fma: bool = False) -> int:
+    """fp32 FLOP per cycle per core: two FMA pipes x lanes x 2 (multiply and add).
+
+    AVX-512 doubles the lanes (16) only where the FMA units are 512 bits wide: AMD up to Zen 4
+    (family 25) runs AVX-512 on 256-bit units, so it peaks like AVX2 (8 lanes).
+    """
+    if "avx512f" in flags and not amd_256bit_fma:
+        return 64
+    return 32 if {"avx2", "fma"} <= flags else 8
+
+
 def machine() -> dict:
     import torch
 
@@ -254,8 +271,9 @@ def machine() -> dict:
     flags = set(flag_line.group(1).split()) if flag_line else set()
     info["cpu"] = model.group(1).strip() if model else platform.processor()
     info["cpu_mhz"] = max(float(m) for m in mhz) if mhz else None
-    # fp32 FLOP per cycle per core: two FMA pipes x (16 lanes with AVX-512, 8 with AVX2) x 2
-    info["flop_per_cycle"] = 64 if "avx512f" in flags else 32 if {"avx2", "fma"} <= flags else 8
+    family = re.search(r"cpu family\s*:\s*(\d+)", cpuinfo)
+    amd_256bit_fma = "AuthenticAMD" in cpuinfo and family is not None and int(family.group(1)) <= 25
+    info["flop_per_cycle"] = flop_per_cycle(flags, amd_256bit_fma)
     if info["cpu_mhz"]:
         info["peak_flops"] = info["threads"] * info["cpu_mhz"] * 1e6 * info["flop_per_cycle"]
     if torch.cuda.is_available():
@@ -317,7 +335,13 @@ def main(argv: list[str] | None = None) -> int:
             report["train"].append(best | {"rounds_ms": [round(r["ms_per_iter"], 1) for r in ok]})
         add_ratios(report)
     if "score" not in skip:
-        report["scoring"] = run_child(["--child", "score", "256"]).get("scoring", [])
+        from p2p.metrics.fcn_fit import ensure_fcn_scorer
+
+        ensure_fcn_scorer(facades_test(data_root, 256), 256)  # fitted once (~15-55 min) if not cached yet
+        scoring = run_child(["--child", "score", "256"])
+        report["scoring"] = scoring.get("scoring", [])
+        if "error" in scoring:
+            report["scoring_error"] = scoring["error"]
     if "tracking" not in skip:
         report["tracking"] = run_child(["--child", "tracking"])
     if "startup" not in skip:
@@ -392,6 +416,8 @@ def format_table(report: dict) -> str:
         for s in report["scoring"]:
             ratio = f"{single / s['seconds']:.2f}x" if single else "-"
             lines.append(f"| {s['variant']} | {s['images']} | {s['size']} | {s['seconds']:.1f} | {ratio} |")
+    if report.get("scoring_error"):
+        lines += ["", f"Scoring: not measured ({report['scoring_error']})"]
     if report.get("tracking") and "error" not in report["tracking"]:
         t = report["tracking"]
         lines += ["", f"MLflow logging: {t['tracking_s']:.2f} s of a {t['run_s']:.1f} s run "

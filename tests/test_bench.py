@@ -29,3 +29,10 @@ def test_ratios_flops_and_peak_share_come_from_the_same_runs_baseline():
     table = bench.format_table(report)
     assert "| paper | cpu | p2p fp32 | 800.0 | 1.25 | 1.25x | 125.0 | 62.5% |" in table
     assert "| cpu | cpu | p2p fp32 + compile | error: boom |" in table
+
+
+def test_peak_flop_per_cycle_follows_the_fma_width():
+    assert bench.flop_per_cycle({"avx2", "fma", "avx512f"}) == 64  # Intel server: two 512-bit FMA pipes
+    assert bench.flop_per_cycle({"avx2", "fma", "avx512f"}, amd_256bit_fma=True) == 32  # Zen 4: AVX-512 on 256 bits
+    assert bench.flop_per_cycle({"avx2", "fma"}) == 32
+    assert bench.flop_per_cycle({"sse4_2"}) == 8

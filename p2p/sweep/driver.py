@@ -221,8 +221,9 @@ def _watch(plan: Plan, study, procs: list[subprocess.Popen], progress: bool) -> 
     trials = study.get_trials(deepcopy=False)
     seen = {t.number for t in trials if t.state.is_finished()}
     pending: set[int] = set()
+    # smoothing=0: the rate over the whole sweep, as epochs arrive in bursts from parallel workers
     bar = tqdm(total=total, initial=_epochs_done(plan, trials), unit="epoch", desc=f"{plan.spec.name} ({plan.scale})",
-               disable=not progress, dynamic_ncols=True, smoothing=0.05)
+               disable=not progress, dynamic_ncols=True, smoothing=0)
     try:
         while True:
             running = [p for p in procs if p.poll() is None]
