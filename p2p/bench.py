@@ -179,6 +179,7 @@ def measure_tracking_overhead(data_root: str) -> dict:
 
 
 def facades_test(data_root: str, size: int):
+    """The facades test split (labels -> photo) at size x size, unjittered: what scoring reads."""
     from p2p.config import DataConfig
 
     return DataConfig(root=data_root, dataset="facades", direction="BtoA", crop_size=size, load_size=size)
