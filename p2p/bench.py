@@ -57,7 +57,7 @@ VARIANTS = {
 def measure_iteration(setting: Setting, variant: str, device_name: str, max_iters: int, budget_s: float) -> dict:
     import torch
 
-    from p2p import losses, runtime
+    from p2p import losses, runtime, streams
     from p2p.config import load_config
     from p2p.models import create_discriminator, create_generator
     from p2p.trainer import discriminator_step, generator_step, make_optimizer, set_requires_grad
@@ -77,7 +77,7 @@ def measure_iteration(setting: Setting, variant: str, device_name: str, max_iter
     if v["tuned"]:
         G_run, D_run = runtime.compile_module(G, cfg.runtime, device), runtime.compile_module(D, cfg.runtime, device)
         opt_G, opt_D = make_optimizer(G, cfg, device), make_optimizer(D, cfg, device)
-        pool, rng = losses.ImagePool(0), torch.Generator().manual_seed(0)
+        pool, rng = losses.ImagePool(0), streams.TrickStreams(0)
 
         def step():
             with runtime.autocast(device, cfg.runtime.precision):

@@ -93,6 +93,7 @@ class OptimConfig:
 class EvalConfig:
     split: str = "test"
     every: int = 0  # score every N epochs as well as at the end (0: only at the end)
+    every_max_images: Optional[int] = None  # images scored at those intermediate points (None: as at the end)
     metrics: tuple[str, ...] = ("fcn", "lpips", "ssim", "psnr", "l1")
     g_mode: Literal["train", "eval"] = "train"
     max_images: Optional[int] = None
@@ -405,6 +406,8 @@ def validate(cfg: RunConfig, source: str) -> None:
         bad("eval.every", "an integer >= 0", e.every)
     if e.max_images is not None and e.max_images < 1:
         bad("eval.max_images", "null or an integer >= 1", e.max_images)
+    if e.every_max_images is not None and e.every_max_images < 1:
+        bad("eval.every_max_images", "null or an integer >= 1", e.every_max_images)
     if e.batch_size < 1:
         bad("eval.batch_size", "an integer >= 1", e.batch_size)
     if e.samples < 0:

@@ -53,12 +53,14 @@ def generate(G: nn.Module, inputs: torch.Tensor, cfg: RunConfig, device: torch.d
 
 
 def evaluate_generator(G: nn.Module, cfg: RunConfig, device: torch.device, split: str | None = None,
-                       progress: bool = False) -> tuple[dict[str, float], torch.Tensor | None]:
-    """(scores keyed `eval/*`, a sample grid input | output | target or None)."""
+                       progress: bool = False, max_images: int | None = None,
+                       ) -> tuple[dict[str, float], torch.Tensor | None]:
+    """(scores keyed `eval/*`, a sample grid input | output | target or None), on the first
+    `max_images` images of the split (default: `eval.max_images`)."""
     from p2p.metrics.fcn_fit import scorer_for_run
 
     scorer_for_run(cfg, progress=True)  # a missing scorer: fitted (or the error) before generating, not after
-    pairs = eval_pairs(cfg.data, split or cfg.eval.split, cfg.eval.max_images)
+    pairs = eval_pairs(cfg.data, split or cfg.eval.split, max_images or cfg.eval.max_images)
     inputs, targets = pairs.split(pairs.pairs)
     outputs = generate(G, inputs, cfg, device, progress=progress)
     scores = score_outputs(outputs, targets, inputs, cfg, device, progress=progress)

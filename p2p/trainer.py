@@ -17,7 +17,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from p2p import checkpoint, data, losses, runtime
+from p2p import checkpoint, data, losses, runtime, streams
 from p2p.config import RunConfig, dump_yaml, flatten, to_dict
 from p2p.errors import UserError
 from p2p.models import create_discriminator, create_generator
@@ -65,9 +65,10 @@ def train(cfg: RunConfig, *, run_dir: Path | None = None, resume: bool = False, 
     if state is not None and state["finished"]:
         return _complete_finished(cfg, run_dir, state)
 
-    # Data: decoded once; shuffling and jitter come from their own seeded generator.
-    loader = data.load_train(cfg.data, cfg.optim.batch_size, seed=cfg.seed, progress=progress)
-    tricks_rng = torch.Generator().manual_seed(cfg.seed + 1)
+    # Data: decoded once; shuffling and jitter, and each trick, draw from their own stream (p2p.streams).
+    loader = data.load_train(cfg.data, cfg.optim.batch_size, seed=streams.stream_seed(cfg.seed, streams.DATA),
+                             progress=progress)
+    tricks = streams.TrickStreams(cfg.seed)
 
     # Models, optimisers, schedules.
     use_gan = cfg.loss.gan != "none"
@@ -84,6 +85,7 @@ def train(cfg: RunConfig, *, run_dir: Path | None = None, resume: bool = False, 
     sched_G = torch.optim.lr_scheduler.LambdaLR(opt_G, factor)
     sched_D = torch.optim.lr_scheduler.LambdaLR(opt_D, factor) if opt_D is not None else None
     pool = losses.ImagePool(cfg.tricks.image_pool)
+    torch.manual_seed(streams.stream_seed(cfg.seed, streams.DROPOUT))  # the global generator: G's dropout only
 
     # Tracking: a new MLflow run, or the one the checkpoint belongs to.
     start_epoch = 0
@@ -97,7 +99,7 @@ def train(cfg: RunConfig, *, run_dir: Path | None = None, resume: bool = False, 
             sched_D.load_state_dict(state["sched_D"])
         pool.load_state_dict(state["pool"], device)
         loader.load_state_dict(state["loader"])
-        tricks_rng.set_state(state["tricks_rng"])
+        tricks.load_state_dict(state["tricks"])
         runtime.set_rng_state(state["rng"])
         start_epoch = state["epoch"]
         tracker = RunTracker.resume(state["run_id"])
@@ -132,8 +134,8 @@ def train(cfg: RunConfig, *, run_dir: Path | None = None, resume: bool = False, 
                 with runtime.autocast(device, cfg.runtime.precision):
                     fake_out = G_run(real_in)
                 if D is not None:
-                    loss_real, loss_fake = discriminator_step(D_run, opt_D, real_in, real_out, fake_out.detach(), pool, noise,
-                                                  tricks_rng, cfg, device)
+                    loss_real, loss_fake = discriminator_step(D_run, opt_D, real_in, real_out, fake_out.detach(), pool,
+                                                              noise, tricks, cfg, device)
                     sums[0] += loss_real
                     sums[1] += loss_fake
                 loss_gan, loss_l1 = generator_step(G_run, D_run, opt_G, real_in, real_out, fake_out, cfg, device)
@@ -158,11 +160,12 @@ def train(cfg: RunConfig, *, run_dir: Path | None = None, resume: bool = False, 
             bar.set_postfix(G_L1=f"{means[3]:.3f}", D=f"{(means[0] + means[1]) / 2:.3f}" if D is not None else "-")
             done = epoch + 1
             if (cfg.eval.every and done % cfg.eval.every == 0) or done == total_epochs:
-                scores = _evaluate(G, cfg, device, tracker, done, run_dir)
+                scores = _evaluate(G, cfg, device, tracker, done, run_dir, final=done == total_epochs)
                 metrics |= scores
-            tracker.log_metrics(metrics, step=done)
+            # The checkpoint first: an epoch whose metrics could not be logged is still not lost.
             save_checkpoint(run_dir, cfg, tracker.run_id, done, G, D, opt_G, opt_D, sched_G, sched_D, pool,
-                            loader, tricks_rng, finished=done == total_epochs)
+                            loader, tricks, finished=done == total_epochs)
+            tracker.log_metrics(metrics, step=done)
             if on_epoch is not None:
                 on_epoch(done, metrics)
         bar.close()
@@ -192,18 +195,18 @@ def train(cfg: RunConfig, *, run_dir: Path | None = None, resume: bool = False, 
 
 
 def discriminator_step(D: nn.Module, opt_D: torch.optim.Optimizer, real_in: torch.Tensor, real_out: torch.Tensor,
-                       fake_out: torch.Tensor, pool: losses.ImagePool, noise: float, rng: torch.Generator,
+                       fake_out: torch.Tensor, pool: losses.ImagePool, noise: float, tricks: streams.TrickStreams,
                        cfg: RunConfig, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """One D update on a real and a (pooled, detached) fake pair; returns the two detached losses."""
     set_requires_grad(D, True)
-    fake_out = pool.query(fake_out, rng)
-    real_out = losses.add_instance_noise(real_out, noise, rng)
-    fake_out = losses.add_instance_noise(fake_out, noise, rng)
+    fake_out = pool.query(fake_out, tricks.pool)
+    real_out = losses.add_instance_noise(real_out, noise, tricks.noise)
+    fake_out = losses.add_instance_noise(fake_out, noise, tricks.noise)
     with runtime.autocast(device, cfg.runtime.precision):
         real_logits = D(_d_input(real_in, real_out, cfg)).float()
         fake_logits = D(_d_input(real_in, fake_out, cfg)).float()
-    target = losses.real_targets(real_logits.shape, cfg.tricks.label_smoothing, rng, device)
-    flipped = losses.flip_labels(cfg.tricks.label_flip, rng)
+    target = losses.real_targets(real_logits.shape, cfg.tricks.label_smoothing, tricks.smoothing, device)
+    flipped = losses.flip_labels(cfg.tricks.label_flip, tricks.flip)
     loss_real, loss_fake = losses.discriminator_loss(real_logits, fake_logits, cfg.loss.gan, target, flipped)
     opt_D.zero_grad(set_to_none=True)
     (cfg.loss.d_scale * (loss_real + loss_fake)).backward()
@@ -261,10 +264,17 @@ def _check_finite(sums: torch.Tensor, epoch: int, step: int) -> None:
 
 
 def _evaluate(G: nn.Module, cfg: RunConfig, device: torch.device, tracker: RunTracker, epoch: int,
-              run_dir: Path) -> dict[str, float]:
+              run_dir: Path, final: bool) -> dict[str, float]:
+    """Scores at this epoch: on `eval.max_images` at the end, on `eval.every_max_images` (cheaper) before.
+
+    Under a forked RNG: building and running the metric networks draws nothing from the training
+    streams, so a run scored every epoch trains exactly as one scored only at the end.
+    """
     from p2p import evaluate  # imported late: scoring pulls in the metric networks
 
-    scores, grid = evaluate.evaluate_generator(G, cfg, device)
+    max_images = cfg.eval.max_images if final or cfg.eval.every_max_images is None else cfg.eval.every_max_images
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        scores, grid = evaluate.evaluate_generator(G, cfg, device, max_images=max_images)
     if grid is not None:
         path = run_dir / "samples" / f"epoch_{epoch:03d}.png"
         evaluate.write_png(grid, path)
@@ -276,15 +286,15 @@ def _evaluate(G: nn.Module, cfg: RunConfig, device: torch.device, tracker: RunTr
 
 
 def save_checkpoint(run_dir: Path, cfg: RunConfig, run_id: str, epoch: int, G, D, opt_G, opt_D, sched_G, sched_D,
-                    pool: losses.ImagePool, loader: data.TrainLoader, tricks_rng: torch.Generator,
+                    pool: losses.ImagePool, loader: data.TrainLoader, tricks: streams.TrickStreams,
                     finished: bool) -> None:
     state = {
-        "config": to_dict(cfg), "run_id": run_id, "epoch": epoch, "finished": finished,
+        "format": checkpoint.FORMAT, "config": to_dict(cfg), "run_id": run_id, "epoch": epoch, "finished": finished,
         "generator": G.state_dict(), "opt_G": opt_G.state_dict(), "sched_G": sched_G.state_dict(),
         "discriminator": D.state_dict() if D is not None else None,
         "opt_D": opt_D.state_dict() if opt_D is not None else None,
         "sched_D": sched_D.state_dict() if sched_D is not None else None,
-        "pool": pool.state_dict(), "loader": loader.state_dict(), "tricks_rng": tricks_rng.get_state(),
+        "pool": pool.state_dict(), "loader": loader.state_dict(), "tricks": tricks.state_dict(),
         "rng": runtime.rng_state(),
     }
     checkpoint.save_atomic(state, run_dir / checkpoint.CHECKPOINT)
@@ -293,7 +303,7 @@ def save_checkpoint(run_dir: Path, cfg: RunConfig, run_id: str, epoch: int, G, D
 def export_generator(run_dir: Path, cfg: RunConfig, G: nn.Module) -> Path:
     """The final generator with its config: what `p2p translate` and `p2p eval` read."""
     path = run_dir / checkpoint.GENERATOR
-    checkpoint.save_atomic({"config": to_dict(cfg), "generator": G.state_dict()}, path)
+    checkpoint.save_atomic({"format": checkpoint.FORMAT, "config": to_dict(cfg), "generator": G.state_dict()}, path)
     return path
 
 
@@ -333,7 +343,7 @@ def find_resumable(out_dir: Path, name: str) -> Path | None:
     for path in (out_dir / name).glob(f"*/{checkpoint.CHECKPOINT}"):
         candidates.append((path.stat().st_mtime, path.parent))
     for _, folder in sorted(candidates, reverse=True):
-        state = torch.load(folder / checkpoint.CHECKPOINT, map_location="cpu", weights_only=False)
+        state = checkpoint.load(folder / checkpoint.CHECKPOINT)
         if not state.get("finished"):
             return folder
     return None

@@ -73,7 +73,7 @@ def kill_mid_trial(proc: subprocess.Popen, spec_path: Path, storage: str, cells:
             if cell in cells and 1 <= epoch <= EPOCHS - 2 and (folder / "checkpoint.pt").is_file():
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-                state = torch.load(folder / "checkpoint.pt", map_location="cpu", weights_only=False)
+                state = torch.load(folder / "checkpoint.pt", map_location="cpu", weights_only=True)
                 assert store.get_trial(trial._trial_id).state == studies.TrialState.RUNNING  # killed mid-trial
                 return {"number": trial.number, "cell": cell, "seed": seed, "run_id": state["run_id"],
                         "epoch": state["epoch"]}

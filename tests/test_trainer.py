@@ -13,7 +13,7 @@ TRICKS = {"tricks.label_smoothing": [0.8, 1.0], "tricks.label_flip": 0.2, "trick
 
 
 def weights(path):
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = torch.load(path, map_location="cpu", weights_only=True)
     return state["generator"], state.get("discriminator")
 
 
@@ -27,7 +27,7 @@ def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(mlflow_uri, tiny_o
 
     with pytest.raises(StopTraining):
         train(cfg, run_dir=tmp_path / "split", progress=False, on_epoch=stop_after_first)
-    first_id = torch.load(tmp_path / "split" / checkpoint.CHECKPOINT, weights_only=False)["run_id"]
+    first_id = torch.load(tmp_path / "split" / checkpoint.CHECKPOINT, weights_only=True)["run_id"]
     assert client().get_run(first_id).info.status == "KILLED"
     resumed = train(cfg, run_dir=tmp_path / "split", resume=True, progress=False)
     assert resumed.run_id == first_id  # the same MLflow run continues
@@ -93,7 +93,7 @@ def test_l1_only_trains_no_discriminator(mlflow_uri, tiny_overrides, tmp_path):
     result = train(cfg, run_dir=tmp_path / "l1", progress=False)
     metrics = client().get_run(result.run_id).data.metrics
     assert "train/loss_G_L1" in metrics and "train/loss_D_real" not in metrics
-    assert torch.load(result.run_dir / checkpoint.CHECKPOINT, weights_only=False)["discriminator"] is None
+    assert torch.load(result.run_dir / checkpoint.CHECKPOINT, weights_only=True)["discriminator"] is None
 
 
 def test_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(mlflow_uri, tiny_overrides, tmp_path,
@@ -110,7 +110,7 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(mlflow_uri,
     monkeypatch.setattr(losses, "l1_loss", poisoned)
     with pytest.raises(TrainingFault, match="non-finite loss .*train/loss_G_L1.* in epoch 2"):
         train(cfg, run_dir=tmp_path / "nan", progress=False)
-    state = torch.load(tmp_path / "nan" / checkpoint.CHECKPOINT, weights_only=False)
+    state = torch.load(tmp_path / "nan" / checkpoint.CHECKPOINT, weights_only=True)
     assert state["epoch"] == 1  # epoch 1's work is kept
     run = client().get_run(state["run_id"])
     assert run.info.status == "FAILED"

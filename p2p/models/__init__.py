@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch.nn as nn
 
+from p2p import streams
 from p2p.config import RunConfig, discriminator_layers
 from p2p.models.discriminators import PatchDiscriminator
 from p2p.models.generators import ResnetGenerator, UNetGenerator
@@ -23,8 +24,8 @@ def create_generator(cfg: RunConfig, init: bool = True) -> nn.Module:
     else:
         blocks = 6 if g.arch == "resnet_6blocks" else 9
         net = ResnetGenerator(in_ch, out_ch, g.ngf, g.norm, g.dropout, n_blocks=blocks)
-    if init:
-        init_weights(net, cfg.model.init_gain)
+    if init:  # from the run seed's own stream: the same weights in every cell with this architecture
+        init_weights(net, cfg.model.init_gain, streams.generator(cfg.seed, streams.INIT_GENERATOR))
     return net
 
 
@@ -34,7 +35,7 @@ def create_discriminator(cfg: RunConfig, init: bool = True) -> nn.Module:
     in_ch, out_ch = channels(cfg)
     net = PatchDiscriminator(in_ch + out_ch if cfg.loss.conditional else out_ch, d.ndf, discriminator_layers(d), d.norm)
     if init:
-        init_weights(net, cfg.model.init_gain)
+        init_weights(net, cfg.model.init_gain, streams.generator(cfg.seed, streams.INIT_DISCRIMINATOR))
     return net
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 import torch.nn as nn
 
 
@@ -19,13 +20,13 @@ def conv_bias(norm: str) -> bool:
     return norm != "batch"
 
 
-def init_weights(module: nn.Module, gain: float = 0.02) -> None:
-    """The paper's init: conv weights ~ N(0, gain), norm scales ~ N(1, gain), biases 0."""
+def init_weights(module: nn.Module, gain: float = 0.02, generator: torch.Generator | None = None) -> None:
+    """The paper's init: conv weights ~ N(0, gain), norm scales ~ N(1, gain), biases 0 (drawn from `generator`)."""
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            nn.init.normal_(m.weight, 0.0, gain)
+            nn.init.normal_(m.weight, 0.0, gain, generator=generator)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
-            nn.init.normal_(m.weight, 1.0, gain)
+            nn.init.normal_(m.weight, 1.0, gain, generator=generator)
             nn.init.zeros_(m.bias)

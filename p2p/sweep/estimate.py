@@ -108,7 +108,7 @@ def measure_step_seconds(cfg: RunConfig, threads: int) -> float:
     """Median seconds of one training step (G and D updates) on random images of the config's size."""
     import torch
 
-    from p2p import losses, runtime
+    from p2p import losses, runtime, streams
     from p2p.models import channels, create_discriminator, create_generator
     from p2p.trainer import discriminator_step, generator_step, make_optimizer
 
@@ -124,7 +124,7 @@ def measure_step_seconds(cfg: RunConfig, threads: int) -> float:
     size, batch = cfg.data.crop_size, cfg.optim.batch_size
     x = torch.rand(batch, in_ch, size, size, device=device) * 2 - 1
     y = torch.rand(batch, out_ch, size, size, device=device) * 2 - 1
-    pool, rng = losses.ImagePool(cfg.tricks.image_pool), torch.Generator().manual_seed(0)
+    pool, rng = losses.ImagePool(cfg.tricks.image_pool), streams.TrickStreams(0)
 
     def step() -> None:
         with runtime.autocast(device, cfg.runtime.precision):
