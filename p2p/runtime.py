@@ -7,6 +7,7 @@ import functools
 import ctypes
 import ctypes.util
 import os
+import platform
 import random
 import sys
 import time
@@ -49,6 +50,23 @@ def configure(cfg: RuntimeConfig, seed: int) -> torch.device:
               "slower than fp32 (use fp32 or auto)", file=sys.stderr)
     seed_everything(seed)
     return device
+
+
+@functools.lru_cache(maxsize=None)
+def machine() -> str:
+    """What ran a run, for its `p2p.machine` tag: CPU model, cores, the SIMD level torch uses, and any GPU."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    text = f"{model}, {os.cpu_count()} cores, {torch.backends.cpu.get_cpu_capability()}"
+    if torch.cuda.is_available():
+        text += f", {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+    return text
 
 
 def process_age() -> float:

@@ -104,7 +104,7 @@ def train(cfg: RunConfig, *, run_dir: Path | None = None, resume: bool = False, 
         start_epoch = state["epoch"]
         tracker = RunTracker.resume(state["run_id"])
     else:
-        run_tags = {"p2p.scale": "custom", **(tags or {})}
+        run_tags = {"p2p.scale": "custom", "p2p.machine": runtime.machine(), **(tags or {})}
         tracker = RunTracker.start(experiment or cfg.experiment, run_name or cfg.name,
                                    params=flatten(to_dict(cfg)), tags=run_tags, parent_run_id=parent_run_id)
         tracker.log_text(dump_yaml(cfg), "config.yaml")

@@ -9,6 +9,7 @@ PRUNED (search), FAIL with its reason (trial attr `p2p.failure` and the MLflow r
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import signal
 import sys
@@ -122,9 +123,14 @@ def run_trial(job: SweepJob, study: optuna.Study, trial: Trial) -> None:
         return fail(str(exc))
     folder = run_dir(cfg.runtime.out_dir, spec.name, job.scale, cell, seed)
     _prepare_run_dir(folder, spec.name, tags)
+    share_cores = bool(job.threads) and cfg.runtime.threads == job.threads  # the thread count is the worker's to set
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
         trial.set_user_attr(studies.EPOCH, epoch)
+        if share_cores:  # the last trials of a sweep take over the cores that finished workers left idle
+            import torch
+
+            torch.set_num_threads(cores_per_local_trial(study))
         value = metrics.get(spec.objective)
         if spec.search is not None and value is not None:
             trial.report(value, epoch)
@@ -158,6 +164,14 @@ def run_trial(job: SweepJob, study: optuna.Study, trial: Trial) -> None:
         study.tell(trial, state=TrialState.FAIL)
         return
     study.tell(trial, value)
+
+
+def cores_per_local_trial(study: optuna.Study) -> int:
+    """This machine's cores split among the trials running on it now (each worker runs one)."""
+    host = studies.worker_name().split(":", 1)[0] + ":"
+    running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+               if str(t.user_attrs.get(studies.WORKER, "")).startswith(host)]
+    return max(1, (os.cpu_count() or 1) // max(1, len(running)))
 
 
 def _identity(job: SweepJob, trial: Trial) -> tuple[str, int]:
