@@ -160,8 +160,9 @@ def train(cfg: RunConfig, *, run_dir: Path | None = None, resume: bool = False, 
             bar.set_postfix(G_L1=f"{means[3]:.3f}", D=f"{(means[0] + means[1]) / 2:.3f}" if D is not None else "-")
             done = epoch + 1
             if (cfg.eval.every and done % cfg.eval.every == 0) or done == total_epochs:
+                eval_start = time.perf_counter()
                 scores = _evaluate(G, cfg, device, tracker, done, run_dir, final=done == total_epochs)
-                metrics |= scores
+                metrics |= scores | {"train/eval_s": time.perf_counter() - eval_start}  # what scoring costs a run
             # The checkpoint first: an epoch whose metrics could not be logged is still not lost.
             save_checkpoint(run_dir, cfg, tracker.run_id, done, G, D, opt_G, opt_D, sched_G, sched_D, pool,
                             loader, tricks, finished=done == total_epochs)
