@@ -1,0 +1,171 @@
+"""The CPU protocol's rules, applied to the pilot runs: `python -m analysis.protocol`.
+
+The rules were written down (README, "The CPU protocol") before any of the four sweeps ran;
+this module only applies them to what the pilot measured, so the decision can be checked
+and repeated. The pilot: L1+cGAN with the 70x70 PatchGAN (the paper's baseline), seeds 0
+and 1 side by side (one thread each), constant learning rate, scored every epoch; MLflow
+experiment `protocol-pilot`, run names `pilot-<size> seed<k>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass
+
+from scipy import stats
+
+from p2p import tracking
+from p2p.errors import UserError
+
+PLATEAU_GAIN = 0.005  # FCN IoU gained over the next two epochs below which the curve has levelled off
+SMALLEST_EFFECT = 0.01  # FCN IoU difference a sweep should be able to detect
+POWER, ALPHA = 0.80, 0.05
+MIN_SEEDS, MIN_EPOCHS = 4, 4
+BUDGET_S = 60 * 60  # per sweep, on this 2-core machine
+WORKERS = 2
+SWEEPS = {"patchsize": (4, 4, 128), "loss": (7, 6, 64), "generator": (4, 4, 64), "tricks": (5, 4, 64)}
+# sweep: (cells, claims tested, resolution). Cells without a discriminator (L1) train faster; the
+# estimate counts every cell at the pilot's (L1+cGAN) cost, which errs towards a sweep that fits.
+TEST_IMAGES = 106
+SUBSETS = (106, 53, 32)  # images scored at intermediate epochs: the largest whose cost fits
+EVAL_SHARE = 0.12  # of an epoch's training time (the issue allows 15% of a run)
+SETUP_S = 15.0  # per run: decoding, building the nets, the MLflow run (measured: README, "Sweeps")
+
+
+@dataclass(frozen=True)
+class Pilot:
+    size: int
+    iou: dict[int, list[float]]  # epoch -> per-seed FCN IoU (intermediate points: `subset` images)
+    epoch_s: float  # one training epoch with two runs side by side, mean over epochs and seeds
+    eval_s: float  # one intermediate scoring pass
+    final_eval_s: float  # the scoring of the full test split (at the pilot's last epoch)
+    subset: int | None
+
+
+def load_pilot(size: int, experiment: str = "protocol-pilot") -> Pilot:
+    runs = [r for r in tracking.run_records(experiment) if r["run_name"].startswith(f"pilot-{size} ")
+            or r["params"].get("name") == f"pilot-{size}"]
+    runs = [r for r in runs if r["status"] == "FINISHED"]
+    if len(runs) < 2:
+        raise UserError(f"experiment '{experiment}': {len(runs)} finished pilot-{size} runs in "
+                        f"{tracking.tracking_uri()} (expected 2: run the pilot first)")
+    iou: dict[int, list[float]] = {}
+    epoch_s, eval_s, final_eval_s = [], [], []
+    for run in runs[:2]:
+        images = int(float(run["params"].get("data.max_images", "null").replace("null", "400") or 400))
+        history = dict(tracking.metric_history(run["run_id"], "eval/fcn_iou"))
+        last = max(history)
+        for epoch, value in history.items():
+            iou.setdefault(epoch, []).append(value)
+        epoch_s += [images / rate for _, rate in tracking.metric_history(run["run_id"], "train/img_per_s")]
+        costs = dict(tracking.metric_history(run["run_id"], "train/eval_s"))
+        eval_s += [c for e, c in costs.items() if e != last]
+        final_eval_s.append(costs[last])
+    subset = runs[0]["params"].get("eval.every_max_images")
+    return Pilot(size, iou, _mean(epoch_s), _mean(eval_s), _mean(final_eval_s),
+                 None if subset in (None, "null") else int(subset))
+
+
+def plateau_epoch(iou: dict[int, list[float]]) -> tuple[int, bool]:
+    """The first epoch whose seed-mean FCN IoU gains less than PLATEAU_GAIN over the next two epochs
+    (and whether the curve levelled off within the pilot at all)."""
+    means = {e: _mean(v) for e, v in iou.items()}
+    last = max(means)
+    for epoch in sorted(means):
+        if epoch + 2 in means and means[epoch + 2] - means[epoch] < PLATEAU_GAIN:
+            return epoch, True
+    return last, False
+
+
+def seeds_for_power(sd_difference: float, effect: float, alpha: float, power: float = POWER) -> int | None:
+    """Seeds a paired t-test (two-sided, level alpha) needs to detect `effect` with `power` (noncentral t)."""
+    if not sd_difference > 0:
+        return None
+    for n in range(2, 1001):
+        crit = stats.t.ppf(1 - alpha / 2, n - 1)
+        nc = effect / sd_difference * math.sqrt(n)
+        if stats.nct.sf(crit, n - 1, nc) + stats.nct.cdf(-crit, n - 1, nc) >= power:
+            return n
+    return None
+
+
+def sweep_seconds(cells: int, seeds: int, epochs: int, pilot: Pilot, subset_eval_s: float) -> float:
+    """Wall time of cells x seeds runs on two workers, each run `epochs` epochs scored every epoch."""
+    run = SETUP_S + epochs * pilot.epoch_s + (epochs - 1) * subset_eval_s + pilot.final_eval_s
+    return math.ceil(cells * seeds / WORKERS) * run
+
+
+@dataclass(frozen=True)
+class Decision:
+    sweep: str
+    size: int
+    plateau: int
+    levelled: bool
+    epochs: int
+    seeds: int
+    seeds_for_power: int | None
+    subset: int
+    eval_share: float
+    minutes: float
+    minutes_at_plateau: float
+    note: str
+
+
+def decide(sweep: str, pilot: Pilot) -> Decision:
+    cells, claims, size = SWEEPS[sweep]
+    # Intermediate scoring: cost scales with the images scored; the largest subset within EVAL_SHARE.
+    per_image = pilot.eval_s / (pilot.subset or TEST_IMAGES)
+    subset = next((k for k in SUBSETS if k * per_image <= EVAL_SHARE * pilot.epoch_s), SUBSETS[-1])
+    subset_eval_s = subset * per_image
+    plateau, levelled = plateau_epoch(pilot.iou)
+    target = max(MIN_EPOCHS, plateau + plateau % 2)  # even: half at the constant rate, half decaying
+    # The seed spread at the plateau; a paired difference of two cells spreads at most sqrt(2) times as much.
+    at = pilot.iou[min(plateau, max(pilot.iou))]
+    sd = stats.tstd(at) if len(at) > 1 else float("nan")
+    needed = seeds_for_power(math.sqrt(2) * sd, SMALLEST_EFFECT, ALPHA / claims)
+    fits = [n for n in range(MIN_SEEDS, 41) if sweep_seconds(cells, n, target, pilot, subset_eval_s) <= BUDGET_S]
+    seeds = max(MIN_SEEDS, min(needed or MIN_SEEDS, max(fits) if fits else MIN_SEEDS))
+    epochs, note = target, "the plateau length fits the budget"
+    if sweep_seconds(cells, seeds, epochs, pilot, subset_eval_s) > BUDGET_S:
+        shorter = [e for e in range(2, target + 1, 2) if sweep_seconds(cells, seeds, e, pilot, subset_eval_s) <= BUDGET_S]
+        epochs = max(shorter) if shorter else 2
+        note = (f"the budget cuts the length from {target} to {epochs} epochs: reaching the plateau with "
+                f"{seeds} seeds takes {sweep_seconds(cells, seeds, target, pilot, subset_eval_s) / 60:.0f} min")
+    return Decision(sweep, size, plateau, levelled, epochs, seeds, needed, subset,
+                    subset_eval_s / pilot.epoch_s, sweep_seconds(cells, seeds, epochs, pilot, subset_eval_s) / 60,
+                    sweep_seconds(cells, seeds, target, pilot, subset_eval_s) / 60, note)
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis.protocol", description=__doc__.splitlines()[0])
+    parser.add_argument("--experiment", default="protocol-pilot")
+    args = parser.parse_args(argv)
+    try:
+        pilots = {size: load_pilot(size, args.experiment) for size in sorted({s for _, _, s in SWEEPS.values()})}
+    except UserError as exc:
+        print(f"p2p: error: {exc}", file=sys.stderr)
+        return 2
+    for size, pilot in pilots.items():
+        curve = "  ".join(f"{e}:{_mean(v):.3f}" for e, v in sorted(pilot.iou.items()))
+        print(f"pilot {size}x{size}: FCN IoU by epoch (mean of 2 seeds): {curve}")
+        print(f"  epoch {pilot.epoch_s:.0f} s (2 runs side by side); scoring {pilot.eval_s:.1f} s on "
+              f"{pilot.subset or TEST_IMAGES} images, {pilot.final_eval_s:.1f} s on all {TEST_IMAGES}")
+    print("| sweep | size | plateau epoch | epochs | seeds (power asks) | intermediate images (cost) | est. wall | note |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for sweep, (_, _, size) in SWEEPS.items():
+        d = decide(sweep, pilots[size])
+        plateau = f"{d.plateau}" + ("" if d.levelled else " (still rising)")
+        print(f"| {sweep} | {size} | {plateau} | {d.epochs} | {d.seeds} ({d.seeds_for_power or '>1000'}) | "
+              f"{d.subset} ({100 * d.eval_share:.0f}% of an epoch) | {d.minutes:.0f} min | {d.note} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
