@@ -1,6 +1,8 @@
 """`p2p` command line: one subcommand per job, each a thin shell over a module.
 
-User errors (bad config, missing folder, ...) print one line on stderr and exit 2.
+User errors (bad config, missing folder, unreachable store, ...) print one line on stderr and exit 2;
+SIGINT and SIGTERM end a command through its cleanup (a run is marked KILLED, its checkpoint kept)
+and exit 128 + the signal's number.
 """
 
 from __future__ import annotations
@@ -10,11 +12,19 @@ import json
 import sys
 from pathlib import Path
 
+from p2p import signals
 from p2p.errors import UserError
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with its mistakes on one line like every other p2p error (the usage is one --help away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="p2p", description="pix2pix ablation lab")
+    parser = Parser(prog="p2p", description="pix2pix ablation lab")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train one tracked run")
@@ -97,10 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from p2p import tracking
     from p2p.config import load_config
     from p2p.trainer import find_resumable, train
 
     cfg = load_config(args.config, args.overrides, scale=args.scale)
+    tracking.check_store()  # a store that does not answer stops here, before any data is read or any step runs
     run_dir = None
     if args.resume == "latest":
         run_dir = find_resumable(Path(cfg.runtime.out_dir), cfg.name)
@@ -207,23 +219,32 @@ def cmd_fcn_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def one_line(message: object) -> str:
+    """A message as one line: a key or value quoted from a file may hold line breaks."""
+    return " ".join(str(message).replace("\r", "\n").split("\n")).strip()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    restore = signals.install()
     try:
         return args.handler(args)
     except UserError as exc:
-        print(f"p2p: error: {exc}", file=sys.stderr)
+        print(f"p2p: error: {one_line(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("p2p: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM (p2p.signals): the cleanup has run on the way here
+        if not getattr(args, "worker", False):  # a sweep's worker: the sweep command speaks for it
+            print(f"p2p: {signals.reason(stop)}", file=sys.stderr)
+        return signals.exit_status(stop)
     except Exception as exc:
         from p2p.trainer import TrainingFault
 
         if isinstance(exc, TrainingFault):
-            print(f"p2p: training stopped: {exc}", file=sys.stderr)
+            print(f"p2p: training stopped: {one_line(exc)}", file=sys.stderr)
             return 1
         raise
+    finally:
+        restore()
 
 
 if __name__ == "__main__":

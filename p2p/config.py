@@ -37,6 +37,9 @@ class DataConfig:
     crop_size: int = 256
     flip: bool = True
     max_images: Optional[int] = None
+    # Each half of an aligned A|B image is square (width = 2 x height), as in the pix2pix releases: any
+    # other image is an error naming the file. false: split any even width in two and resize each half.
+    square_halves: bool = True
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,10 +62,16 @@ def read_rgb(path: Path) -> torch.Tensor:
         raise UserError(f"{path}: cannot read image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
 
 
-def split_pair(image: torch.Tensor, path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    width = image.shape[-1]
+def split_pair(image: torch.Tensor, path: Path, square: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(A, B) from an aligned A|B image; with `square` (`data.square_halves`, the pix2pix releases) each half
+    must be square, so a photo that is not a pair, or a pair stacked the other way, is not silently cut."""
+    height, width = image.shape[-2:]
     if width % 2:
         raise UserError(f"{path}: width {width} is not two halves (expected an A|B pair of equal widths)")
+    if square and width != 2 * height:
+        raise UserError(f"{path}: {width}x{height} is not two square halves (expected an A|B pair of width "
+                        f"2 x height = {2 * height}; set data.square_halves: false for a dataset whose halves "
+                        "are not square)")
     half = width // 2
     return image[..., :half], image[..., half:]
 
@@ -103,14 +110,30 @@ def load_pairs(cfg: DataConfig, split: str, size: int, max_images: int | None = 
         files = files[:max_images]
     cached = decoded_cache_file(cfg, folder, files, size)
     if cached.is_file():
-        try:
-            saved = torch.load(cached, weights_only=True)
-            return PairSet(saved["pairs"], saved["names"], saved["in_channels"])
-        except Exception:  # a damaged or foreign file: decode again and replace it
-            pass
+        saved = _read_cache(cached)
+        if saved is not None:
+            return saved
     pairs = decode_pairs(cfg, split, files, size, progress)
-    checkpoint.save_atomic({"pairs": pairs.pairs, "names": pairs.names, "in_channels": pairs.in_channels}, cached)
+    try:
+        checkpoint.save_atomic({"pairs": pairs.pairs, "names": pairs.names, "in_channels": pairs.in_channels},
+                               cached)
+    except OSError as exc:  # a full disk: the cache only saves time, the run goes on without it
+        print(f"p2p: warning: {cached}: cannot keep the decoded split ({exc.strerror or exc}); "
+              "decoding it again next time", file=sys.stderr)
     return pairs
+
+
+def _read_cache(path: Path) -> PairSet | None:
+    """A decoded split from the cache, or None (with one line saying why) for a damaged or foreign file,
+    which is decoded again and replaced; a file that would need unpickling is refused, never run."""
+    try:
+        saved = checkpoint.load_plain(path, "decoded-data cache")
+        return PairSet(saved["pairs"], saved["names"], saved["in_channels"])
+    except UserError as exc:
+        print(f"p2p: warning: {exc}; decoding the split again", file=sys.stderr)
+    except (TypeError, KeyError):
+        print(f"p2p: warning: {path}: not a decoded-data cache of this p2p; decoding the split again", file=sys.stderr)
+    return None
 
 
 def decoded_cache_file(cfg: DataConfig, folder: Path, files: list[Path], size: int) -> Path:
@@ -118,7 +141,8 @@ def decoded_cache_file(cfg: DataConfig, folder: Path, files: list[Path], size: i
     so an edited dataset is decoded again."""
     stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files]
     key = json.dumps({"folder": str(folder.resolve()), "files": stats, "size": size, "task": cfg.task,
-                      "layout": cfg.layout, "direction": cfg.direction, "version": 1})
+                      "layout": cfg.layout, "direction": cfg.direction, "version": 1,
+                      **({} if cfg.square_halves else {"square_halves": False})})
     digest = hashlib.sha1(key.encode()).hexdigest()[:16]
     return cache_root() / "decoded" / f"{cfg.dataset}-{folder.name}-{size}-{digest}.pt"
 
@@ -134,20 +158,20 @@ def decode_pairs(cfg: DataConfig, split: str, files: list[Path], size: int, prog
     for i, path in enumerate(iterator):
         image = read_rgb(path)
         if cfg.task == "colorization":
-            photo = image if cfg.layout == "single" else _target_half(image, path, cfg.direction)
+            photo = image if cfg.layout == "single" else _target_half(image, path, cfg.direction, cfg.square_halves)
             photo = resize(photo, size)
             pairs[i, :1] = to_grayscale(photo)
             pairs[i, 1:] = photo
         else:
-            a, b = split_pair(image, path)
+            a, b = split_pair(image, path, cfg.square_halves)
             source, target = (a, b) if cfg.direction == "AtoB" else (b, a)
             pairs[i, :3] = resize(source, size)
             pairs[i, 3:] = resize(target, size)
     return PairSet(pairs, [p.name for p in files], in_channels)
 
 
-def _target_half(image: torch.Tensor, path: Path, direction: str) -> torch.Tensor:
-    a, b = split_pair(image, path)
+def _target_half(image: torch.Tensor, path: Path, direction: str, square: bool = True) -> torch.Tensor:
+    a, b = split_pair(image, path, square)
     return b if direction == "AtoB" else a
 
 

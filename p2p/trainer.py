@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -17,11 +18,11 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from p2p import checkpoint, data, losses, runtime, streams
+from p2p import checkpoint, data, losses, runtime, signals, streams
 from p2p.config import RunConfig, dump_yaml, flatten, to_dict
 from p2p.errors import UserError
 from p2p.models import create_discriminator, create_generator
-from p2p.tracking import RunTracker
+from p2p.tracking import RunTracker, TrackingError
 
 LOSS_NAMES = ("loss_D_real", "loss_D_fake", "loss_G_GAN", "loss_G_L1")
 
@@ -87,7 +88,7 @@ def train(cfg: RunConfig, *, run_dir: Path | None = None, resume: bool = False, 
     pool = losses.ImagePool(cfg.tricks.image_pool)
     torch.manual_seed(streams.stream_seed(cfg.seed, streams.DROPOUT))  # the global generator: G's dropout only
 
-    # Tracking: a new MLflow run, or the one the checkpoint belongs to.
+    # The checkpoint's state, if resuming.
     start_epoch = 0
     if state is not None:
         G.load_state_dict(state["generator"])
@@ -102,24 +103,31 @@ def train(cfg: RunConfig, *, run_dir: Path | None = None, resume: bool = False, 
         tricks.load_state_dict(state["tricks"])
         runtime.set_rng_state(state["rng"])
         start_epoch = state["epoch"]
-        tracker = RunTracker.resume(state["run_id"])
-    else:
-        run_tags = {"p2p.scale": "custom", "p2p.machine": runtime.machine(), **(tags or {})}
-        tracker = RunTracker.start(experiment or cfg.experiment, run_name or cfg.name,
-                                   params=flatten(to_dict(cfg)), tags=run_tags, parent_run_id=parent_run_id)
-        tracker.log_text(dump_yaml(cfg), "config.yaml")
-    if run_dir is None:
-        run_dir = Path(cfg.runtime.out_dir) / cfg.name / tracker.run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
 
     total_epochs = cfg.optim.epochs + cfg.optim.decay_epochs
     steps_per_epoch = len(loader)
     noise_epochs = cfg.tricks.instance_noise_epochs or total_epochs
     scores: dict[str, float] = {}
     trace_startup = bool(os.environ.get("P2P_TRACE_STARTUP"))
-    bar = tqdm(total=total_epochs * len(loader.data), initial=start_epoch * len(loader.data), unit="img",
-               desc=cfg.name, disable=not progress, dynamic_ncols=True, smoothing=0.1)
+    tracker: RunTracker | None = None
+    bar = None
+    saved_epoch = start_epoch  # the newest epoch on disk: what a stop or a fault leaves to resume from
     try:
+        # Tracking: a new MLflow run, or the one the checkpoint belongs to (and the epoch its stop left unlogged).
+        if state is not None:
+            tracker = RunTracker.resume(state["run_id"])
+            _log_unlogged_epoch(tracker, state)
+        else:
+            run_tags = {"p2p.scale": "custom", "p2p.machine": runtime.machine(), **(tags or {})}
+            tracker = RunTracker.start(experiment or cfg.experiment, run_name or cfg.name,
+                                       params=flatten(to_dict(cfg)), tags=run_tags, parent_run_id=parent_run_id)
+            tracker.log_text(dump_yaml(cfg), "config.yaml")
+        if run_dir is None:
+            run_dir = Path(cfg.runtime.out_dir) / cfg.name / tracker.run_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+        bar = tqdm(total=total_epochs * len(loader.data), initial=start_epoch * len(loader.data), unit="img",
+                   desc=cfg.name, disable=not progress, dynamic_ncols=True, smoothing=0.1)
+
         for epoch in range(start_epoch, total_epochs):
             G.train()
             if D is not None:
@@ -163,9 +171,17 @@ def train(cfg: RunConfig, *, run_dir: Path | None = None, resume: bool = False, 
                 eval_start = time.perf_counter()
                 scores = _evaluate(G, cfg, device, tracker, done, run_dir, final=done == total_epochs)
                 metrics |= scores | {"train/eval_s": time.perf_counter() - eval_start}  # what scoring costs a run
-            # The checkpoint first: an epoch whose metrics could not be logged is still not lost.
-            save_checkpoint(run_dir, cfg, tracker.run_id, done, G, D, opt_G, opt_D, sched_G, sched_D, pool,
-                            loader, tricks, finished=done == total_epochs)
+            # The checkpoint first, with the metrics: an epoch whose metrics could not be logged (a stop, a
+            # store that went down) is logged when the run resumes. A stop waits for the file to be whole.
+            try:
+                with signals.held():
+                    save_checkpoint(run_dir, cfg, tracker.run_id, done, G, D, opt_G, opt_D, sched_G, sched_D, pool,
+                                    loader, tricks, finished=done == total_epochs, metrics=metrics)
+                    saved_epoch = done
+            except OSError as exc:  # a full disk: the previous checkpoint is intact, the partial file removed
+                raise checkpoint.CheckpointError(
+                    f"{run_dir / checkpoint.CHECKPOINT}: cannot write the checkpoint of epoch {done} "
+                    f"({exc.strerror or exc}); {_kept(run_dir, saved_epoch, 'once there is room')}") from None
             tracker.log_metrics(metrics, step=done)
             if on_epoch is not None:
                 on_epoch(done, metrics)
@@ -175,21 +191,53 @@ def train(cfg: RunConfig, *, run_dir: Path | None = None, resume: bool = False, 
         tracker.finish()
         return TrainResult(tracker.run_id, run_dir, total_epochs, scores)
     except StopTraining as stop:
-        bar.close()
-        tracker.kill(stop.reason)
+        _close(bar)
+        _end_run(tracker, "kill", stop.reason)
         raise
-    except KeyboardInterrupt:
-        bar.close()
-        tracker.kill("interrupted")
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGINT/SIGTERM through p2p.signals: KILLED, with which
+        _close(bar)
+        _end_run(tracker, "kill", signals.reason(stop))
         raise
-    except TrainingFault as fault:
-        bar.close()
-        tracker.fail(str(fault))
+    except TrackingError as exc:  # the store is down: nothing more can be recorded there, the checkpoint is kept
+        _close(bar)
+        raise TrackingError(f"{exc}; {_kept(run_dir, saved_epoch, 'once the store answers')}") from None
+    except (TrainingFault, UserError) as fault:
+        _close(bar)
+        _end_run(tracker, "fail", str(fault))
         raise
     except Exception as exc:
-        bar.close()
-        tracker.fail(f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
+        _close(bar)
+        _end_run(tracker, "fail", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
         raise
+
+
+def _close(bar) -> None:
+    if bar is not None:
+        bar.close()
+
+
+def _end_run(tracker: RunTracker | None, how: str, reason: str) -> None:
+    """Mark the run KILLED or FAILED with the reason; a store that fails now must not hide the reason itself."""
+    if tracker is None:
+        return
+    try:
+        tracker.kill(reason) if how == "kill" else tracker.fail(reason)
+    except TrackingError as exc:
+        print(f"p2p: warning: {exc}", file=sys.stderr)
+
+
+def _kept(run_dir: Path | None, epoch: int, when: str) -> str:
+    if epoch < 1 or run_dir is None:
+        return "no epoch had been saved yet"
+    return (f"the checkpoint of epoch {epoch} is kept in {run_dir}: continue with `p2p train CONFIG --resume "
+            f"{run_dir}` {when}")
+
+
+def _log_unlogged_epoch(tracker: RunTracker, state: dict) -> None:
+    """The checkpoint's epoch, logged if the run stopped between saving it and logging its metrics."""
+    metrics = state.get("metrics")
+    if metrics and state["epoch"] not in tracker.logged_steps(next(iter(metrics))):
+        tracker.log_metrics(metrics, step=state["epoch"])
 
 
 # ---------------------------------------------------------------- steps
@@ -288,9 +336,10 @@ def _evaluate(G: nn.Module, cfg: RunConfig, device: torch.device, tracker: RunTr
 
 def save_checkpoint(run_dir: Path, cfg: RunConfig, run_id: str, epoch: int, G, D, opt_G, opt_D, sched_G, sched_D,
                     pool: losses.ImagePool, loader: data.TrainLoader, tricks: streams.TrickStreams,
-                    finished: bool) -> None:
+                    finished: bool, metrics: dict[str, float] | None = None) -> None:
     state = {
         "format": checkpoint.FORMAT, "config": to_dict(cfg), "run_id": run_id, "epoch": epoch, "finished": finished,
+        "metrics": {k: float(v) for k, v in (metrics or {}).items()},  # this epoch's, in case logging them fails
         "generator": G.state_dict(), "opt_G": opt_G.state_dict(), "sched_G": sched_G.state_dict(),
         "discriminator": D.state_dict() if D is not None else None,
         "opt_D": opt_D.state_dict() if opt_D is not None else None,
@@ -304,7 +353,12 @@ def save_checkpoint(run_dir: Path, cfg: RunConfig, run_id: str, epoch: int, G, D
 def export_generator(run_dir: Path, cfg: RunConfig, G: nn.Module) -> Path:
     """The final generator with its config: what `p2p translate` and `p2p eval` read."""
     path = run_dir / checkpoint.GENERATOR
-    checkpoint.save_atomic({"format": checkpoint.FORMAT, "config": to_dict(cfg), "generator": G.state_dict()}, path)
+    try:
+        checkpoint.save_atomic({"format": checkpoint.FORMAT, "config": to_dict(cfg), "generator": G.state_dict()},
+                               path)
+    except OSError as exc:
+        raise checkpoint.CheckpointError(f"{path}: cannot write the generator ({exc.strerror or exc}); the final "
+                                         f"checkpoint is kept: --resume writes it once there is room") from None
     return path
 
 
@@ -314,11 +368,13 @@ def _load_resume_state(cfg: RunConfig, run_dir: Path) -> dict | None:
         return None
     state = checkpoint.load(path)
     saved, current = flatten(state["config"]), flatten(to_dict(cfg))
+    defaults = flatten(to_dict(RunConfig()))  # a key newer than the checkpoint had its default value then
     for key in sorted(set(saved) | set(current)):
         if key.startswith("runtime.") or key in ("eval.every",):
             continue  # how and where a run executes may change between attempts; what it learns may not
-        if saved.get(key) != current.get(key):
-            raise UserError(f"{path}: cannot resume, config key '{key}' was {saved.get(key)!r} "
+        before = saved.get(key, defaults.get(key))
+        if before != current.get(key):
+            raise UserError(f"{path}: cannot resume, config key '{key}' was {before!r} "
                             f"and is now {current.get(key)!r}")
     return state
 
@@ -328,23 +384,28 @@ def _complete_finished(cfg: RunConfig, run_dir: Path, state: dict) -> TrainResul
     G = create_generator(cfg, init=False)
     G.load_state_dict(state["generator"])
     tracker = RunTracker(state["run_id"])
+    finished = tracker.status() == "FINISHED"
+    if not finished:
+        tracker = RunTracker.resume(state["run_id"])  # drops the reason it stopped
+        _log_unlogged_epoch(tracker, state)
     if not (run_dir / checkpoint.GENERATOR).is_file():
         export_generator(run_dir, cfg, G)
         tracker.log_artifact(run_dir / checkpoint.GENERATOR)
-    latest = tracker.client.get_run(tracker.run_id).data.metrics
-    if tracker.status() != "FINISHED":
+    latest = tracker.latest_metrics()
+    if not finished:
         tracker.finish()
     scores = {k: v for k, v in latest.items() if k.startswith("eval/")}
     return TrainResult(tracker.run_id, run_dir, state["epoch"], scores)
 
 
 def find_resumable(out_dir: Path, name: str) -> Path | None:
-    """Newest run folder of this config name whose checkpoint is not finished."""
+    """Newest run folder of this config name whose checkpoint is not finished (or whose last epoch was saved
+    but whose generator was not: a run stopped while ending)."""
     candidates = []
     for path in (out_dir / name).glob(f"*/{checkpoint.CHECKPOINT}"):
         candidates.append((path.stat().st_mtime, path.parent))
     for _, folder in sorted(candidates, reverse=True):
         state = checkpoint.load(folder / checkpoint.CHECKPOINT)
-        if not state.get("finished"):
+        if not state.get("finished") or not (folder / checkpoint.GENERATOR).is_file():
             return folder
     return None

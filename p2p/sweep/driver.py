@@ -143,8 +143,13 @@ def run_sweep(spec_path: str | Path, options: SweepOptions, dry_run: bool = Fals
     # wait for "go" on their stdin (and leave quietly if it closes without one).
     procs = [_start_worker(spec_path, job, options.name, i, workers) for i in range(workers)]
     try:
+        from p2p import tracking
         from p2p.sweep import study as studies
 
+        # Both stores answer before any trial starts: a fault is one line naming its URL (the workers are
+        # still waiting for "go", and leave quietly).
+        studies.check_storage(url)
+        tracking.check_store()
         study = _prepare(plan, job, options.retry_failed)
         _print_invalid(plan)
         for proc in procs:

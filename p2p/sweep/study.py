@@ -25,7 +25,7 @@ import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from p2p.errors import UserError
+from p2p.errors import UserError, first_line, redact_url, scrub
 from p2p.sweep.spec import SweepSpec, TrialKey
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -67,8 +67,31 @@ def open_storage(url: str, heartbeat_s: int = DEFAULT_HEARTBEAT_S, check_schema:
                               heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=STALE_RETRIES),
                               skip_compatibility_check=not check_schema, skip_table_creation=not check_schema)
     except Exception as exc:  # a bad URL, an unreachable server, a missing driver
-        raise UserError(f"--storage {redact(url)}: cannot open the Optuna storage ({type(exc).__name__}: "
-                        f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise storage_error(url, exc) from None
+
+
+def check_storage(url: str) -> None:
+    """Before any worker starts: a server storage answers (a closed port, a wrong password or a missing
+    database is one line naming the URL, its password redacted). A sqlite file is created when needed."""
+    url = engine_url(url)
+    if url.startswith("sqlite:"):
+        return
+    import sqlalchemy
+
+    try:
+        args = {"connect_timeout": 10} if url.startswith("postgresql") else {}
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool, connect_args=args)
+        try:
+            with engine.connect() as conn:
+                conn.execute(sqlalchemy.text("SELECT 1"))
+        finally:
+            engine.dispose()
+    except Exception as exc:
+        raise storage_error(url, exc) from None
+
+
+def storage_error(url: str, exc: BaseException) -> UserError:
+    return UserError(f"--storage {redact(url)}: cannot open the Optuna storage ({scrub(first_line(exc), url)})")
 
 
 @contextlib.contextmanager
@@ -81,11 +104,7 @@ def _settled_api() -> Iterator[None]:
 
 def redact(url: str) -> str:
     """A storage URL without its password, for messages."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}" if ":" in creds else url
-    return url
+    return redact_url(url)
 
 
 def sqlite_path(url: str) -> Path | None:

@@ -21,7 +21,7 @@ from typing import Any
 import optuna
 from optuna.trial import Trial, TrialState
 
-from p2p import checkpoint, tracking
+from p2p import checkpoint, signals, tracking
 from p2p.errors import UserError
 from p2p.sweep import study as studies
 from p2p.sweep.spec import SweepJob, run_dir, trial_config
@@ -51,7 +51,7 @@ def run_worker(job: SweepJob) -> int:
         try:
             with studies.heartbeat(storage, trial):
                 run_trial(job, study, trial)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: its run is KILLED with the reason, the trial queued again
             studies.release(storage, trial)
             raise
 
@@ -98,10 +98,6 @@ def ensure_fcn_scorers(job: SweepJob) -> None:
         if reason is None and key not in ready:
             scorer_for_run(cfg, progress=job.progress)
             ready.add(key)
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 def run_trial(job: SweepJob, study: optuna.Study, trial: Trial) -> None:
@@ -238,7 +234,10 @@ def worker_main(spec_path: str, scale: str, storage_url: str, overrides: list[st
     """Entry of a worker process started by the sweep command: wait for its "go", then work."""
     from p2p.sweep.spec import load_spec
 
-    signal.signal(signal.SIGTERM, _interrupt)  # the sweep command stops its workers with SIGTERM
+    # SIGTERM (how the sweep command stops its workers) and SIGINT raise p2p.signals.Stopped, set up by
+    # p2p.cli.main: the trainer marks the run KILLED with the signal's name, run_worker puts the trial back.
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # called other than through p2p.cli.main
+        signals.install()
     if sys.stdin.readline().strip() != "go":
         return 0  # the sweep command stopped before the study was ready
     job = SweepJob(load_spec(spec_path, name), scale, storage_url, tuple(overrides), heartbeat_s, threads, progress)
