@@ -14,10 +14,38 @@ endif
 
 .PHONY: setup test data
 
+# `make setup`: the .venv with the locked dependencies, then the Debian packages `make test` needs
+# beyond Python's: PostgreSQL (the many-machines sweep test) and Chromium with its driver (the MLflow
+# UI browser test). Missing ones are installed with apt-get when run as root; otherwise the exact
+# command is printed and setup stops with exit status 2. `SYSTEM_PACKAGES=` skips them.
+SYSTEM_PACKAGES ?= postgresql chromium chromium-driver
+
 setup:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	$(UV) sync --frozen --compile-bytecode
 	@$(PY) -c "import p2p, torch; print('p2p ready: torch', torch.__version__)"
+	@$(MAKE) --no-print-directory system-packages
+
+.PHONY: system-packages
+system-packages:
+	@missing=(); \
+	for package in $(SYSTEM_PACKAGES); do \
+	  case $$package in \
+	    postgresql) compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null \
+	                || missing+=($$package) ;; \
+	    chromium-driver) command -v chromedriver >/dev/null || missing+=($$package) ;; \
+	    *) command -v $$package >/dev/null || missing+=($$package) ;; \
+	  esac; \
+	done; \
+	if [ $${#missing[@]} -eq 0 ]; then echo "system packages ready: $(or $(SYSTEM_PACKAGES),none asked for)"; exit 0; fi; \
+	if [ "$$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then \
+	  echo "make setup: the tests need the Debian packages $${missing[*]}; install them with:" >&2; \
+	  echo "  sudo apt-get update && sudo apt-get install -y $${missing[*]}" >&2; \
+	  echo "(or run make setup as root; SYSTEM_PACKAGES= skips them, and their tests then fail)" >&2; \
+	  exit 2; \
+	fi; \
+	echo "installing $${missing[*]} (apt-get)"; \
+	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$${missing[@]}" >/dev/null
 
 test:
 	$(PY) -m pytest
