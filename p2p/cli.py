@@ -66,6 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="label maps the outputs were made from (same names and size): adds the FCN scores")
     p.add_argument("--dataset", default="facades", help="whose palette and FCN scorer --labels uses (default facades)")
     p.add_argument("--fcn-scorer", default=None, metavar="FILE", help="a fitted FCN scorer file instead of the cached one")
+    p.add_argument("--metrics", default=None, metavar="LIST",
+                   help="comma-separated scores (default lpips,ssim,psnr,l1, and fcn with --labels); add kid,fid for "
+                        "the distribution scores (Inception-v3 features; slow on a CPU)")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=cmd_score)
@@ -162,15 +165,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_score(args: argparse.Namespace) -> int:
     from p2p.evaluate import format_scores
-    from p2p.metrics.folders import score_folders
+    from p2p.metrics.distribution import fid_warning
+    from p2p.metrics.folders import parse_metrics, score_folders
 
+    metrics = parse_metrics(args.metrics, args.labels is not None)
     scores, count = score_folders(args.outputs_dir, args.targets_dir, args.labels, dataset=args.dataset,
-                                  fcn_scorer=args.fcn_scorer, progress=not args.no_progress)
+                                  fcn_scorer=args.fcn_scorer, progress=not args.no_progress, metrics=metrics)
+    warnings = [w for w in [fid_warning(count)] if w and "eval/fid" in scores]
     if args.json:
-        print(json.dumps({"images": count, "scores": scores}, indent=2))
+        print(json.dumps({"images": count, "scores": scores, **({"warnings": warnings} if warnings else {})},
+                         indent=2))
     else:
         print(f"{count} image pairs")
         print(format_scores(scores))
+        for warning in warnings:
+            print(f"warning: {warning}")
     return 0
 
 

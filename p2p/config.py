@@ -135,7 +135,7 @@ class RunConfig:
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
 
 
-KNOWN_METRICS = ("fcn", "lpips", "ssim", "psnr", "l1")
+KNOWN_METRICS = ("fcn", "lpips", "ssim", "psnr", "l1", "kid", "fid")  # kid, fid: off by default (slow on a CPU)
 PATCH_TO_LAYERS = {16: 1, 70: 3, 286: 5}  # receptive field -> strided layers; 1 is PixelGAN
 
 

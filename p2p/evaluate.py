@@ -16,7 +16,7 @@ from torchvision.utils import make_grid
 from p2p import checkpoint, data, runtime
 from p2p.config import DataConfig, RunConfig, config_from_dict, parse_override, replace
 from p2p.errors import UserError
-from p2p.metrics import SCORE_KEYS, ScoreSettings, score_images
+from p2p.metrics import ALL_SCORE_KEYS, ScoreSettings, score_images
 
 
 @functools.lru_cache(maxsize=4)
@@ -81,7 +81,14 @@ def score_outputs(outputs: torch.Tensor, targets: torch.Tensor, inputs: torch.Te
                    "on a dataset with a palette (e.g. facades BtoA)")
     settings = ScoreSettings(metrics=cfg.eval.metrics, batch_size=cfg.eval.batch_size, device=str(device),
                              weights_dir=cfg.eval.weights_dir, fcn_scorer=str(scorer) if scorer else None)
-    return score_images(outputs, targets, settings, labels=inputs if scorer is not None else None, progress=progress)
+    scores = score_images(outputs, targets, settings, labels=inputs if scorer is not None else None, progress=progress)
+    if "eval/fid" in scores:
+        from p2p.metrics.distribution import fid_warning
+
+        warning = fid_warning(len(outputs))
+        if warning:
+            _note_once(f"p2p: note: {warning}")
+    return scores
 
 
 @functools.lru_cache(maxsize=None)
@@ -182,6 +189,6 @@ def _store_exists() -> bool:
 
 
 def format_scores(scores: dict[str, float]) -> str:
-    order = {key.split("/", 1)[1]: i for i, key in enumerate(SCORE_KEYS)}
+    order = {key.split("/", 1)[1]: i for i, key in enumerate(ALL_SCORE_KEYS)}
     keys = sorted(scores, key=lambda k: (order.get(k.split("/", 1)[-1], len(order)), k))
     return "\n".join(f"  {key:22s} {scores[key]:.4f}" for key in keys)

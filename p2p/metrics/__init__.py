@@ -13,9 +13,16 @@ import torch
 
 from p2p.metrics import image
 
-# The order scores are printed and logged in.
+# The order scores are printed and logged in: the default `eval.metrics`, then the distribution
+# scores (`eval.metrics` "kid", "fid"; off by default: Inception features are slow on a CPU).
 SCORE_KEYS = ("eval/fcn_pixel_acc", "eval/fcn_class_acc", "eval/fcn_iou", "eval/lpips", "eval/ssim",
               "eval/psnr", "eval/l1")
+DISTRIBUTION_KEYS = ("eval/kid", "eval/kid_std", "eval/fid")  # kid_std: spread of KID over its subsets
+ALL_SCORE_KEYS = SCORE_KEYS + DISTRIBUTION_KEYS
+# Which way is better, per score (kid_std is a spread, not a score).
+DIRECTIONS = {"eval/fcn_pixel_acc": "maximize", "eval/fcn_class_acc": "maximize", "eval/fcn_iou": "maximize",
+              "eval/lpips": "minimize", "eval/ssim": "maximize", "eval/psnr": "maximize", "eval/l1": "minimize",
+              "eval/kid": "minimize", "eval/fid": "minimize"}
 
 
 @dataclass(frozen=True)
@@ -26,6 +33,8 @@ class ScoreSettings:
     weights_dir: str | None = None  # ImageNet backbones (see p2p.metrics.weights)
     lpips_net: str = "alex"
     fcn_scorer: str | None = None  # a fitted scorer file (p2p.metrics.fcn_fit); FCN scores need it and label maps
+    kid_subsets: int = 100
+    kid_subset_size: int | None = None  # None: half the images, at most 1000 (p2p.metrics.distribution)
 
 
 def score_images(outputs: torch.Tensor, targets: torch.Tensor, settings: ScoreSettings,
@@ -33,7 +42,8 @@ def score_images(outputs: torch.Tensor, targets: torch.Tensor, settings: ScoreSe
     """Scores over a set of uint8 (N, 3, H, W) images, keyed `eval/<name>`.
 
     LPIPS, SSIM, PSNR and L1 are means of per-image values; the FCN scores (only with
-    `labels`, the label maps the outputs were made from) come from one confusion matrix.
+    `labels`, the label maps the outputs were made from) come from one confusion matrix;
+    KID (with `eval/kid_std`) and FID compare the set of outputs with the set of targets.
     """
     if outputs.shape != targets.shape or outputs.dtype != torch.uint8 or targets.dtype != torch.uint8:
         raise ValueError(f"expected uint8 images of one shape, got {outputs.dtype} {tuple(outputs.shape)} "
@@ -59,4 +69,27 @@ def score_images(outputs: torch.Tensor, targets: torch.Tensor, settings: ScoreSe
             values = torch.cat([fn(outputs[i : i + settings.batch_size], targets[i : i + settings.batch_size])
                                 for i in range(0, len(outputs), settings.batch_size)])
             scores[f"eval/{name}"] = float(values.double().mean())
+    if "kid" in settings.metrics or "fid" in settings.metrics:
+        scores |= distribution_scores(outputs, targets, settings, progress)
+    return scores
+
+
+def distribution_scores(outputs: torch.Tensor, targets: torch.Tensor, settings: ScoreSettings,
+                        progress: bool = False) -> dict[str, float]:
+    """`eval/kid`, `eval/kid_std` and/or `eval/fid`, from one Inception pass over each set."""
+    from p2p.errors import UserError
+    from p2p.metrics import distribution
+    from p2p.metrics.inception import inception_features, inception_network
+
+    if len(outputs) < 2:
+        raise UserError(f"eval.metrics: KID and FID compare sets of images and need at least 2, got {len(outputs)}")
+    net = inception_network(settings.weights_dir, settings.device)
+    fake = inception_features(outputs, net, settings.batch_size, progress, desc="Inception outputs")
+    real = inception_features(targets, net, settings.batch_size, progress, desc="Inception targets")
+    scores: dict[str, float] = {}
+    if "kid" in settings.metrics:
+        mean, std = distribution.kid(real, fake, settings.kid_subsets, settings.kid_subset_size)
+        scores |= {"eval/kid": mean, "eval/kid_std": std}
+    if "fid" in settings.metrics:
+        scores["eval/fid"] = distribution.fid(real, fake)
     return scores

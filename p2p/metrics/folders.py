@@ -59,10 +59,34 @@ def read_stack(files: list[Path], role: str, like: torch.Tensor | None = None,
     return torch.stack(images)
 
 
+PAIRED_METRICS = ("lpips", "ssim", "psnr", "l1")  # what `p2p score` computes unless told (+ fcn with labels)
+
+
+def parse_metrics(text: str | None, with_labels: bool) -> tuple[str, ...]:
+    """`--metrics a,b,c` -> names from config.KNOWN_METRICS; None: the paired scores (and fcn with labels)."""
+    from p2p.config import KNOWN_METRICS
+
+    if text is None:
+        return ("fcn", *PAIRED_METRICS) if with_labels else PAIRED_METRICS
+    names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
+    unknown = [name for name in names if name not in KNOWN_METRICS]
+    if unknown or not names:
+        raise UserError(f"--metrics {text!r}: expected a comma-separated list from {', '.join(KNOWN_METRICS)}")
+    if "fcn" in names and not with_labels:
+        raise UserError("--metrics fcn: FCN scores need the label maps the outputs were made from (--labels DIR)")
+    return names
+
+
 def score_folders(outputs_dir: str | Path, targets_dir: str | Path, labels_dir: str | Path | None = None,
                   dataset: str = "facades", fcn_scorer: str | Path | None = None, weights_dir: str | None = None,
-                  batch_size: int = 8, progress: bool = True) -> tuple[dict[str, float], int]:
-    """(scores keyed `eval/*`, number of image pairs). FCN scores only with `labels_dir`."""
+                  batch_size: int = 8, progress: bool = True, metrics: tuple[str, ...] | None = None,
+                  ) -> tuple[dict[str, float], int]:
+    """(scores keyed `eval/*`, number of image pairs). FCN scores only with `labels_dir`.
+
+    `metrics` (default: `PAIRED_METRICS`, plus fcn with labels) may add "kid" and "fid", which
+    compare the set of outputs with the set of targets.
+    """
+    metrics = metrics or parse_metrics(None, labels_dir is not None)
     outputs_dir, targets_dir = Path(outputs_dir), Path(targets_dir)
     outputs = image_files(outputs_dir, "outputs")
     targets = image_files(targets_dir, "targets")
@@ -72,15 +96,14 @@ def score_folders(outputs_dir: str | Path, targets_dir: str | Path, labels_dir: 
     out = read_stack(output_files, "outputs")
     tgt = read_stack([targets[n] for n in names], "targets", out, output_files)
     lab = None
-    metrics = ("lpips", "ssim", "psnr", "l1")
     scorer_path = None
     if labels_dir is not None:
         labels_dir = Path(labels_dir)
         labels = image_files(labels_dir, "labels")
         check_same_names(outputs, labels, "outputs", "labels", outputs_dir, labels_dir)
         lab = read_stack([labels[n] for n in names], "labels", out, output_files)
-        scorer_path = fcn_scorer or _cached_scorer(dataset, out.shape[-2:], weights_dir, progress)
-        metrics = ("fcn", *metrics)
+        if "fcn" in metrics:
+            scorer_path = fcn_scorer or _cached_scorer(dataset, out.shape[-2:], weights_dir, progress)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     settings = ScoreSettings(metrics=metrics, batch_size=batch_size, device=device, weights_dir=weights_dir,
                              fcn_scorer=str(scorer_path) if scorer_path else None)
