@@ -48,6 +48,9 @@ class GeneratorConfig:
     ngf: int = 64
     norm: Norm = "batch"
     dropout: float = 0.5
+    # U-Net decoder blocks holding dropout: "paper" = the three innermost (the paper and its Lua code),
+    # "reference" = the ngf*8 blocks just outside the innermost (junyanz/pytorch-CycleGAN-and-pix2pix)
+    dropout_at: Literal["paper", "reference"] = "paper"
 
 
 @dataclass(frozen=True)
@@ -360,6 +363,9 @@ def validate(cfg: RunConfig, source: str) -> None:
         bad("model.generator.ngf", "an integer >= 1", g.ngf)
     if not 0.0 <= g.dropout < 1.0:
         bad("model.generator.dropout", "a rate in [0, 1)", g.dropout)
+    if g.dropout_at != "paper" and g.arch not in ("unet", "encoder_decoder"):
+        bad("model.generator.dropout_at", f"'paper' for the {g.arch} generator (its dropout is in every residual block)",
+            g.dropout_at)
     if disc.ndf < 1:
         bad("model.discriminator.ndf", "an integer >= 1", disc.ndf)
     if disc.n_layers is None:

@@ -11,7 +11,9 @@ is never imported (its code needs OpenCV).
 Where the file comes from, in order: the installed package, else `fid-inception-v3.pt` in the
 weights folder (`eval.weights_dir`, else `$P2P_WEIGHTS_DIR`), for installs without the package.
 Its SHA-256 is checked before it is loaded: a different file is an error, never a silent change
-of the feature space (and no weights at all is an error too: never random features).
+of the feature space (and no weights at all is an error too: never random features). The file is
+TorchScript, read by `torch.jit.load` (TorchScript's own deserialiser, not a pickle of Python
+objects), and only once its checksum has matched.
 """
 
 from __future__ import annotations

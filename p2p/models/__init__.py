@@ -20,7 +20,8 @@ def create_generator(cfg: RunConfig, init: bool = True) -> nn.Module:
     g = cfg.model.generator
     in_ch, out_ch = channels(cfg)
     if g.arch in ("unet", "encoder_decoder"):
-        net = UNetGenerator(in_ch, out_ch, cfg.data.crop_size, g.ngf, g.norm, g.dropout, skip=g.arch == "unet")
+        net = UNetGenerator(in_ch, out_ch, cfg.data.crop_size, g.ngf, g.norm, g.dropout, skip=g.arch == "unet",
+                            dropout_at=g.dropout_at)
     else:
         blocks = 6 if g.arch == "resnet_6blocks" else 9
         net = ResnetGenerator(in_ch, out_ch, g.ngf, g.norm, g.dropout, n_blocks=blocks)

@@ -48,22 +48,40 @@ class UNetBlock(nn.Module):
         return torch.cat([x, self.model(x)], 1)
 
 
+def dropout_levels(depth: int, at: str = "paper") -> tuple[int, ...]:
+    """The U-Net levels (1 = outermost inner block, depth - 1 = innermost) whose decoder half ends in dropout.
+
+    "paper": the three innermost, as the paper's decoder (CD512-CD1024-CD1024-C1024-...) and its
+    Lua code, the first decoder layer (the innermost block's) included.
+    "reference": junyanz/pytorch-CycleGAN-and-pix2pix's `UnetGenerator`, whose `use_dropout` blocks
+    are the num_downs - 5 ngf*8 -> ngf*8 blocks built right after the innermost one: one level further
+    out, never the innermost (3 at 256x256, 2 at 128x128, none at 32x32).
+    """
+    if at == "paper":
+        return tuple(level for level in (depth - 3, depth - 2, depth - 1) if level >= 1)
+    if at == "reference":
+        return tuple(range(4, depth - 1))  # levels whose outer and inner widths are both ngf*8, innermost excluded
+    raise ValueError(f"dropout_at {at!r}: expected 'paper' or 'reference'")
+
+
 class UNetGenerator(nn.Module):
     """U-Net with log2(size) downsamplings (8 at 256x256: a 1x1 bottleneck).
 
     `skip=False` gives the paper's encoder-decoder: the same layers without the
     skip connections. Dropout sits in the three innermost decoder blocks, as in the
-    paper's decoder (CD512-CD1024-CD1024-C1024-...).
+    paper's decoder (CD512-CD1024-CD1024-C1024-...), or where the reference PyTorch code puts it
+    (`dropout_at="reference"`, see `dropout_levels`); parameters are the same either way.
     """
 
     def __init__(self, in_channels: int, out_channels: int, size: int, ngf: int = 64,
-                 norm: str = "batch", dropout: float = 0.5, skip: bool = True):
+                 norm: str = "batch", dropout: float = 0.5, skip: bool = True, dropout_at: str = "paper"):
         super().__init__()
         depth = int(math.log2(size))
         widths = [ngf * min(2**i, 8) for i in range(depth)]  # encoder output widths, outermost first
+        with_dropout = dropout_levels(depth, dropout_at)
         block = None
         for level in reversed(range(1, depth)):
-            rate = dropout if depth - level <= 3 else 0.0
+            rate = dropout if level in with_dropout else 0.0
             block = UNetBlock(widths[level - 1], widths[level], submodule=block, norm=norm, dropout=rate, skip=skip)
         self.model = UNetBlock(out_channels, widths[0], in_channels=in_channels, submodule=block,
                                outermost=True, norm=norm, skip=skip)
