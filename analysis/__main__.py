@@ -1,4 +1,7 @@
-"""`python -m analysis SWEEP [--scale cpu|paper]`: write a sweep's report (what `make report` runs)."""
+"""`python -m analysis SWEEP [--scale cpu|paper] [--out DIR]`: write a sweep's report (what `make report` runs).
+
+`--out results/cpu` writes the published copy: results/cpu/SWEEP/report.md, its figures and findings.json.
+"""
 
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"p2p: error: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {out / 'report.html'} and {out / 'report.md'}")
+    print(f"wrote {out / 'report.md'} (figures beside it), {out / 'report.html'} and {out / 'findings.json'}")
     return 0
 
 

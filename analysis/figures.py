@@ -12,13 +12,9 @@ import matplotlib.ticker  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from analysis.load import LOWER_IS_BETTER  # noqa: E402
+from analysis.load import LABELS, LOWER_IS_BETTER  # noqa: E402,F401  (LABELS: figures.LABELS for callers)
 from analysis.samples import CellSamples  # noqa: E402
 from analysis.stats import t_interval  # noqa: E402
-
-LABELS = {"eval/fcn_pixel_acc": "FCN per-pixel acc.", "eval/fcn_class_acc": "FCN per-class acc.",
-          "eval/fcn_iou": "FCN class IoU", "eval/lpips": "LPIPS", "eval/ssim": "SSIM", "eval/psnr": "PSNR (dB)",
-          "eval/l1": "L1"}
 
 
 def scores_figure(trials: pd.DataFrame, cells: list[str], metrics: list[str], path: Path) -> Path | None:
@@ -99,3 +95,46 @@ def samples_figure(samples: CellSamples, cells: list[str], path: Path) -> Path |
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def trends_figure(trends: list[tuple[str, str, "object"]], path: Path) -> Path | None:
+    """One panel per claim: the paired difference over training, its 95% t-interval band, and 0.
+
+    `trends` holds (title, y label, analysis.findings.Trend); claims without a scored epoch are left out.
+    """
+    trends = [(title, label, t) for title, label, t in trends if t is not None and t.epochs]
+    if not trends:
+        return None
+    sns.set_theme(style="whitegrid", context="notebook")
+    cols = min(3, len(trends))
+    rows = (len(trends) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False)
+    for ax, (title, label, t) in zip(axes.flat, trends):
+        ax.axhline(0, color="black", lw=1)
+        ax.fill_between(t.epochs, t.lows, t.highs, color="C0", alpha=0.25, lw=0, label="95% t-interval")
+        ax.plot(t.epochs, t.means, "o-", color="C0", label="mean paired difference")
+        # The last point scores eval.max_images; the earlier ones may score fewer (eval.every_max_images).
+        ax.plot(t.epochs[-1:], t.means[-1:], "s", color="C0", markersize=8, label="last epoch")
+        ax.set_title("\n".join(_wrap(title, 44)), fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label, fontsize=9)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    for ax in list(axes.flat)[len(trends):]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=8, loc="best")
+    fig.suptitle("Each claim over training: per-seed differences of the common seeds", fontsize=12)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    lines, line = [], ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return lines + [line] if line else lines

@@ -13,6 +13,12 @@ from p2p.errors import UserError
 SCORES = ["eval/fcn_pixel_acc", "eval/fcn_class_acc", "eval/fcn_iou", "eval/lpips", "eval/ssim", "eval/psnr",
           "eval/l1"]
 LOWER_IS_BETTER = {"eval/lpips", "eval/l1"}
+LABELS = {"eval/fcn_pixel_acc": "FCN per-pixel acc.", "eval/fcn_class_acc": "FCN per-class acc.",
+          "eval/fcn_iou": "FCN class IoU", "eval/lpips": "LPIPS", "eval/ssim": "SSIM", "eval/psnr": "PSNR (dB)",
+          "eval/l1": "L1"}
+# Run params the report reads: how many test images each scoring pass used.
+EVAL_PARAMS = {"eval.every": "every", "eval.every_max_images": "every_max_images", "eval.max_images": "max_images",
+               "optim.epochs": "epochs", "optim.decay_epochs": "decay_epochs"}
 LOSSES = ["train/loss_D_real", "train/loss_D_fake", "train/loss_G_GAN", "train/loss_G_L1"]
 
 
@@ -27,9 +33,15 @@ class SweepRuns:
     seeds: list[int]  # expected
     objective: str
     direction: str
-    trials: pd.DataFrame  # one row per child run: run_id, cell, seed, status, failure, eval/* scores
+    trials: pd.DataFrame  # one row per child run: run_id, cell, seed, status, failure, times, tags, eval/* scores
     spec_path: Path | None = None
     notes: list[str] = field(default_factory=list)
+    parent_tags: dict[str, str] = field(default_factory=dict)
+
+    def values(self, cell: str, metric: str) -> dict[int, float]:
+        """{seed: final score} of a cell's finished runs."""
+        part = self.finished[self.finished["cell"] == cell][["seed", metric]].dropna()
+        return {int(s): float(v) for s, v in zip(part["seed"], part[metric])}
 
     @property
     def finished(self) -> pd.DataFrame:
@@ -52,9 +64,18 @@ def spec_file(sweep: str, root: Path = Path(".")) -> Path | None:
     return path if path.is_file() else None
 
 
-def load_sweep(sweep: str, scale: str | None = None, root: Path = Path(".")) -> SweepRuns:
-    """Runs of the sweep named `sweep` (its MLflow experiment) at `scale` (default: the newest parent's)."""
-    path = spec_file(sweep, root)
+def store_exists() -> bool:
+    """Whether the tracking store is there to read (opening a missing sqlite file would create it)."""
+    uri = tracking.tracking_uri()
+    return not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///")).is_file()
+
+
+def load_sweep(sweep: str, scale: str | None = None, root: Path = Path("."), spec=None) -> SweepRuns:
+    """Runs of the sweep named `sweep` (its MLflow experiment) at `scale` (default: the newest parent's).
+
+    `spec` (a loaded SweepSpec) gives the expected cells and seeds; without it, sweeps/<sweep>.yaml does.
+    """
+    path = spec.path if spec is not None else spec_file(sweep, root)
     exists = tracking.experiment_exists(sweep)
     if path is None and not exists:
         known = sorted(p.stem for p in (root / "sweeps").glob("*.yaml")) if (root / "sweeps").is_dir() else []
@@ -73,7 +94,7 @@ def load_sweep(sweep: str, scale: str | None = None, root: Path = Path(".")) -> 
     if path is not None:
         from p2p.sweep.spec import load_spec
 
-        spec = load_spec(path)
+        spec = spec or load_spec(path)
         cells = [c.name for c in spec.cells]
         seeds = list(spec.seeds_for(scale))
         objective, direction = spec.objective, spec.direction
@@ -87,11 +108,14 @@ def load_sweep(sweep: str, scale: str | None = None, root: Path = Path(".")) -> 
             continue
         row = {"run_id": r["run_id"], "run_name": r["run_name"], "cell": tags["p2p.cell"],
                "seed": int(tags.get("p2p.seed", 0)), "status": r["status"], "failure": tags.get("p2p.failure", ""),
-               "start_time": r["start_time"], "parent": tags.get(tracking.PARENT_TAG)}
+               "start_time": r["start_time"], "end_time": r["end_time"], "parent": tags.get(tracking.PARENT_TAG),
+               "git_commit": tags.get("p2p.git_commit"), "machine": tags.get("p2p.machine")}
+        row.update({short: r["params"].get(key) for key, short in EVAL_PARAMS.items()})
         row.update({k: r["metrics"].get(k) for k in SCORES})
         rows.append(row)
     trials = pd.DataFrame(rows, columns=["run_id", "run_name", "cell", "seed", "status", "failure", "start_time",
-                                         "parent", *SCORES])
+                                         "end_time", "parent", "git_commit", "machine", *EVAL_PARAMS.values(),
+                                         *SCORES])
     # A trial may have several runs (a worker died and it started again): keep the newest per status.
     trials = trials.sort_values("start_time", ascending=False)
     finished = trials[trials["status"] == "FINISHED"].drop_duplicates(["cell", "seed"])
@@ -105,7 +129,7 @@ def load_sweep(sweep: str, scale: str | None = None, root: Path = Path(".")) -> 
     order = {c: i for i, c in enumerate(cells)}
     trials = trials.sort_values(["cell", "seed"], key=lambda col: col.map(order) if col.name == "cell" else col)
     return SweepRuns(sweep, scale, parent["run_id"] if parent else None, cells, seeds, objective, direction,
-                     trials.reset_index(drop=True), path, notes)
+                     trials.reset_index(drop=True), path, notes, dict(parent["tags"]) if parent else {})
 
 
 def loss_curves(runs: SweepRuns) -> pd.DataFrame:
@@ -117,3 +141,15 @@ def loss_curves(runs: SweepRuns) -> pd.DataFrame:
                 rows.append({"cell": run.cell, "seed": run.seed, "epoch": step, "loss": key.split("/", 1)[1],
                              "value": value})
     return pd.DataFrame(rows, columns=["cell", "seed", "epoch", "loss", "value"])
+
+
+def eval_history(runs: SweepRuns, metric: str) -> pd.DataFrame:
+    """Long frame of a score over training for the finished runs: cell, seed, epoch, value (step = epoch)."""
+    rows = [{"cell": run.cell, "seed": int(run.seed), "epoch": int(step), "value": value}
+            for run in runs.finished.itertuples() for step, value in tracking.metric_history(run.run_id, metric)]
+    return pd.DataFrame(rows, columns=["cell", "seed", "epoch", "value"])
+
+
+def epoch_stamps(run_id: str) -> list[int]:
+    """When (ms) each epoch of a run was logged: `train/lr` is logged once per epoch."""
+    return sorted(m.timestamp for m in tracking.client().get_metric_history(run_id, "train/lr"))

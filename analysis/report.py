@@ -1,14 +1,17 @@
 """A sweep's report: what it found, with intervals, pictures and the paper's numbers beside ours.
 
-Writes `reports/<sweep>/report.md` (with its PNG figures beside it) and one self-contained
-`reports/<sweep>/report.html` (figures embedded), and logs both on the sweep's parent run.
+Writes `<out>/<sweep>/report.md` (with its PNG figures beside it), one self-contained
+`report.html` (figures embedded) and `findings.json` (the claims, for `python -m analysis.summary`),
+and logs them on the sweep's parent run.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import json
 import math
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,15 +19,13 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import figures, paper
-from analysis.load import LOWER_IS_BETTER, SCORES, SweepRuns, load_sweep, loss_curves
-from analysis.stats import Interval, kendall_tau, t_interval, welch_difference
+from analysis.findings import ALPHA, ClaimResult, comparison_metric, judge_all, method_summary
+from analysis.load import LABELS, SCORES, SweepRuns, epoch_stamps, eval_history, load_sweep, loss_curves
+from analysis.provenance import Provenance, provenance
+from analysis.stats import kendall_tau, t_interval
 
-
-@dataclass
-class Finding:
-    text: str
-    verdict: str
-    difference: Interval
+__all__ = ["build_report", "comparison_metric", "score_table", "ReportDoc"]
+TRENDS_PNG = "findings_over_training.png"
 
 
 def score_table(runs: SweepRuns) -> pd.DataFrame:
@@ -36,7 +37,7 @@ def score_table(runs: SweepRuns) -> pd.DataFrame:
         row = {"cell": cell, "seeds": f"{len(part)}/{len(runs.seeds)}"}
         for metric in SCORES:
             if finished[metric].notna().any():
-                row[figures.LABELS[metric]] = t_interval(part[metric].dropna().tolist()).text(
+                row[LABELS[metric]] = t_interval(part[metric].dropna().tolist()).text(
                     2 if metric == "eval/psnr" else 3)
         rows.append(row)
     return pd.DataFrame(rows)
@@ -48,47 +49,34 @@ def cell_means(runs: SweepRuns, metric: str) -> dict[str, float]:
             for cell in runs.cells}
 
 
-def comparison_metric(runs: SweepRuns) -> str:
-    """FCN class IoU (the paper's headline score) where we have it, else the sweep's objective."""
-    if runs.finished.get("eval/fcn_iou") is not None and runs.finished["eval/fcn_iou"].notna().any():
-        return "eval/fcn_iou"
-    return runs.objective
-
-
-def judge(better: str, worse: str, runs: SweepRuns, metric: str) -> Finding:
-    """Does `better` score above `worse` here? reproduced / same direction / not reproduced / reversed."""
+def scoring_caption(runs: SweepRuns) -> str:
+    """Which points of the findings-over-training figure score how many test images (from the runs' params)."""
     finished = runs.finished
-    a = finished.loc[finished["cell"] == better, metric].dropna().tolist()
-    b = finished.loc[finished["cell"] == worse, metric].dropna().tolist()
-    name = figures.LABELS.get(metric, metric)
-    claim = f"{better} scores {'below' if metric in LOWER_IS_BETTER else 'above'} {worse} on {name}"
-    if not a or not b:
-        return Finding(f"{claim}: cannot tell yet (no finished run of {better if not a else worse})", "missing",
-                       Interval(math.nan, math.nan, 0))
-    diff = welch_difference(a, b)
-    sign = -1 if metric in LOWER_IS_BETTER else 1
-    good, low, high = sign * diff.mean, sign * diff.low, sign * diff.high
-    if math.isnan(diff.half_width):
-        verdict = "same direction, no interval (one seed)" if good > 0 else "not reproduced, no interval (one seed)"
-    elif min(low, high) > 0:
-        verdict = "reproduced"
-    elif max(low, high) < 0:
-        verdict = "reversed"
-    elif good > 0:
-        verdict = "same direction, not significant"
-    else:
-        verdict = "not reproduced"
-    shown = diff.text(3) if not math.isnan(diff.half_width) else f"{diff.mean:.3f}"
-    return Finding(f"{claim}: {verdict}, difference {shown} ({len(a)} vs {len(b)} seeds)", verdict, diff)
 
+    def values(column: str) -> list[str]:
+        return list(dict.fromkeys(str(v) for v in finished[column] if v is not None and str(v) != "nan"))
 
-def findings(runs: SweepRuns, metric: str) -> list[Finding]:
-    claims = paper.CLAIMS.get(runs.name)
-    if claims is not None:
-        return [judge(c.better, c.worse, runs, metric) for c in claims]
-    # No claims from the paper (e.g. the tricks sweep): every cell against the first one.
-    baseline = runs.cells[0] if runs.cells else None
-    return [judge(cell, baseline, runs, metric) for cell in runs.cells[1:]] if baseline else []
+    def images(value: str) -> str:
+        return "all the test images" if value in ("null", "None", "") else f"the first {value} test images"
+
+    every, final, partial = values("every"), values("max_images"), values("every_max_images")
+    last = sorted({int(a) + int(b) for a, b in zip(finished["epochs"], finished["decay_epochs"])
+                   if a is not None and b is not None and str(a).isdigit() and str(b).isdigit()})
+    at_end = "/".join(images(v) for v in final) or "the test images"
+    last_text = f" (epoch {'/'.join(map(str, last))})" if last else ""
+    bands = (" Bands: unadjusted 95% t-intervals of the per-seed differences; a claim holds from epoch E when every "
+             "interval from E on excludes 0 in the claimed direction.")
+    period = "every epoch" if every == ["1"] else f"every {'/'.join(every)} epochs"
+    if not every or every == ["0"]:
+        return (f"The runs scored only at the end (`eval.every: 0`): one point per claim, on {at_end}{last_text}."
+                f"{bands}")
+    if not partial or partial == ["null"]:
+        return (f"Every point ({period}, `eval.every`, and the last epoch{last_text}) scores {at_end} "
+                f"(`eval.max_images`).{bands}")
+    return (f"Points before the last epoch ({period}, `eval.every`) score "
+            f"{'/'.join(images(v) for v in partial)} (`eval.every_max_images`); the last epoch "
+            f"({'epoch ' + '/'.join(map(str, last)) + ', ' if last else ''}the square) scores {at_end} "
+            f"(`eval.max_images`).{bands}")
 
 
 def paper_frame(runs: SweepRuns) -> tuple[pd.DataFrame | None, list[str]]:
@@ -100,7 +88,7 @@ def paper_frame(runs: SweepRuns) -> tuple[pd.DataFrame | None, list[str]]:
     for cell, values in table.items():
         row = {"cell": cell}
         for ours in paper.PAPER_METRICS.values():
-            label = figures.LABELS[ours]
+            label = LABELS[ours]
             row[f"paper {label}"] = f"{values[ours]:.2f}"
             if cell in runs.cells:
                 part = runs.finished.loc[runs.finished["cell"] == cell, ours].dropna().tolist()
@@ -111,7 +99,7 @@ def paper_frame(runs: SweepRuns) -> tuple[pd.DataFrame | None, list[str]]:
     for ours in paper.PAPER_METRICS.values():
         theirs = {cell: values[ours] for cell, values in table.items() if cell != "ground_truth"}
         tau, p, n = kendall_tau(cell_means(runs, ours), theirs)
-        label = figures.LABELS[ours]
+        label = LABELS[ours]
         if math.isnan(tau):
             taus.append(f"{label}: Kendall's tau needs at least 2 cells scored by both ({n} now)")
         else:
@@ -135,33 +123,53 @@ def build_report(sweep: str, scale: str | None = None, out_root: Path = Path("re
     metric = comparison_metric(runs)
     scores = score_table(runs)
     compared, taus = paper_frame(runs)
-    found = findings(runs, metric)
+    found = judge_all(runs, metric, eval_history(runs, metric))
     missing, failed = status_lines(runs)
+    origin = provenance(runs, out_root, {run_id: epoch_stamps(run_id) for run_id in runs.trials["run_id"]})
 
-    images: dict[str, Path] = {}
+    images: dict[str, tuple[Path, str]] = {}
     path = figures.scores_figure(runs.finished, runs.cells, SCORES, out / "scores.png")
     if path:
-        images["Scores per cell"] = path
+        images["Scores per cell"] = (path, "")
+    path = figures.trends_figure([(r.text, f"{r.claim.better} - {r.claim.worse}", r.trend) for r in found],
+                                 out / TRENDS_PNG)
+    if path:
+        images["Findings over training"] = (path, scoring_caption(runs))
     curves = loss_curves(runs)
     path = figures.curves_figure(curves, runs.cells, out / "training_curves.png")
     if path:
-        images["Training curves"] = path
+        images["Training curves"] = (path, "")
     if samples:
         from analysis.samples import cell_samples
 
         picked = cell_samples(runs, samples)
         path = figures.samples_figure(picked, runs.cells, out / "samples.png") if picked else None
         if path:
-            images["Qualitative comparison"] = path
+            images["Qualitative comparison"] = (path, "")
 
-    doc = ReportDoc(runs, metric, scores, compared, taus, found, missing, failed, images)
+    doc = ReportDoc(runs, metric, scores, compared, taus, found, missing, failed, images, origin)
     (out / "report.md").write_text(doc.markdown())
     (out / "report.html").write_text(doc.html())
+    (out / "findings.json").write_text(json.dumps(doc.record(), indent=2) + "\n")
     if log and runs.parent_run_id:
         from p2p import tracking
 
         tracking.log_artifacts(runs.parent_run_id, out, "report")
     return out
+
+
+def protocol_lines(found: list[ClaimResult]) -> list[str]:
+    """How the findings were judged: the test, the correction, what the intervals are, the power."""
+    k = len(found)
+    if not k:
+        return ["No claims to test yet."]
+    return [f"Differences between cells: {method_summary(found)}. Verdicts are Holm-corrected over the {k} "
+            f"claim{'s' if k > 1 else ''} of this sweep (family-wise error {ALPHA:.0%}): reproduced = Holm-adjusted "
+            "p < 0.05 in the claimed direction, reversed = the other way; the printed intervals are unadjusted "
+            "95% t-intervals.",
+            f"Power: seeds per cell for 80% power (two-sided, exact noncentral t) at the Bonferroni level "
+            f"alpha = 0.05/{k} = {ALPHA / k:.4g}, for the observed difference and for the smallest effect of "
+            "interest per score (`analysis/data/effect-sizes.yaml`)."]
 
 
 @dataclass
@@ -171,18 +179,23 @@ class ReportDoc:
     scores: pd.DataFrame
     compared: pd.DataFrame | None
     taus: list[str]
-    found: list[Finding]
+    found: list[ClaimResult]
     missing: list[str]
     failed: list[str]
-    images: dict[str, Path]
+    images: dict[str, tuple[Path, str]]  # title -> (PNG, caption)
+    origin: Provenance
+    written: str = ""
+
+    def __post_init__(self) -> None:
+        self.written = self.written or time.strftime("%Y-%m-%d %H:%M")
 
     def header(self) -> list[str]:
         r = self.runs
         done = len(r.finished)
         total = len(r.cells) * len(r.seeds)
         lines = [f"Sweep `{r.name}` at the `{r.scale}` scale: {done} of {total} trials finished "
-                 f"({len(r.cells)} cells x {len(r.seeds)} seeds), {time.strftime('%Y-%m-%d %H:%M')}.",
-                 f"Intervals are 95% t-intervals over seeds; differences use Welch's t-interval."]
+                 f"({len(r.cells)} cells x {len(r.seeds)} seeds); report written {self.written}.",
+                 *self.origin.lines(), *protocol_lines(self.found)]
         if r.parent_run_id:
             lines.append(f"MLflow parent run: `{r.parent_run_id}`.")
         lines += r.notes
@@ -200,17 +213,32 @@ class ReportDoc:
         else:
             paper_blocks.append("The paper has no table for this ablation; each cell is compared with "
                                 f"`{r.cells[0] if r.cells else '-'}` instead.")
-        found_title = f"Findings (on {figures.LABELS.get(self.metric, self.metric)})"
+        found_title = f"Findings (on {LABELS.get(self.metric, self.metric)})"
         found_blocks: list = [f"The paper: {finding_text}."] if finding_text else []
-        found_blocks.append([f.text for f in self.found] or ["no comparisons yet"])
+        found_blocks.append([f.line() for f in self.found] or ["no comparisons yet"])
+        if "Findings over training" in self.images:
+            caption = self.images["Findings over training"][1]
+            found_blocks.append(f"Epochs as in the figure *Findings over training*: {caption[0].lower()}{caption[1:]}")
         status: list = [self.missing and f"Missing ({len(self.missing)}): " + ", ".join(self.missing)
                         or "Missing: none — every cell has all its seeds.",
                         ["Failed: " + line for line in self.failed] or ["Failed: none."]]
         return [("Scores per cell", [self.scores]), (found_title, found_blocks), ("The paper beside us", paper_blocks),
                 ("Progress", status)]
 
+    def record(self) -> dict:
+        """findings.json: the claims and how they were judged, with where the numbers come from."""
+        r, k = self.runs, len(self.found)
+        return {"sweep": r.name, "scale": r.scale, "written": self.written, "metric": self.metric,
+                "trials_finished": len(r.finished), "trials_planned": len(r.cells) * len(r.seeds),
+                "test": method_summary(self.found), "correction": "holm", "family_wise_alpha": ALPHA, "claims_tested": k,
+                "intervals": "unadjusted 95% t-intervals", "power_alpha": ALPHA / k if k else None,
+                "over_training_images": self.images.get("Findings over training", (None, None))[1],
+                "provenance": self.origin.record(), "claims": [f.record() for f in self.found]}
+
     def markdown(self) -> str:
-        out = [f"# {self.runs.name}: what the ablation found", "", *self.header(), ""]
+        out = [f"# {self.runs.name}: what the ablation found", ""]
+        for line in self.header():
+            out += [line, ""]
         for title, blocks in self.sections():
             out += [f"## {title}", ""]
             for block in blocks:
@@ -221,8 +249,8 @@ class ReportDoc:
                 else:
                     out += [block, ""]
         out += ["## Figures", ""]
-        for title, path in self.images.items():
-            out += [f"### {title}", "", f"![{title}]({path.name})", ""]
+        for title, (path, caption) in self.images.items():
+            out += [f"### {title}", "", f"![{title}]({path.name})", ""] + ([caption, ""] if caption else [])
         return "\n".join(out)
 
     def html(self) -> str:
@@ -238,10 +266,10 @@ class ReportDoc:
                 else:
                     parts.append(f"<p>{_inline(block)}</p>")
         parts.append("<h2>Figures</h2>")
-        for title, path in self.images.items():
+        for title, (path, caption) in self.images.items():
             data = base64.b64encode(path.read_bytes()).decode()
             parts.append(f"<h3>{html.escape(title)}</h3><img alt='{html.escape(title)}' "
-                         f"src='data:image/png;base64,{data}'>")
+                         f"src='data:image/png;base64,{data}'>" + (f"<p>{_inline(caption)}</p>" if caption else ""))
         style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
                  "table{border-collapse:collapse;margin:1em 0;font-size:0.9em}th,td{padding:4px 10px;"
                  "border-bottom:1px solid #ddd;text-align:left}th{background:#f4f4f4}img{max-width:100%}"
@@ -252,7 +280,14 @@ class ReportDoc:
 
 
 def _inline(text: str) -> str:
-    """Escape, then turn `code` spans into <code>."""
+    """Escape, then turn `code` spans into <code>, **bold** into <b> and *italics* into <i>."""
     escaped = html.escape(text)
     pieces = escaped.split("`")
-    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(pieces))
+    out = []
+    for i, piece in enumerate(pieces):
+        if i % 2:
+            out.append(f"<code>{piece}</code>")
+        else:
+            piece = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", piece)
+            out.append(re.sub(r"\*(\S.*?)\*", r"<i>\1</i>", piece))
+    return "".join(out)

@@ -1,113 +1,274 @@
-"""Reports from a sweep stored in MLflow: intervals, the paper beside us, unfinished sweeps, errors."""
+"""Reports from a sweep stored in MLflow: paired findings, Holm, power, trends, provenance, the paper beside us."""
 
+import calendar
+import json
 import math
+import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import yaml
 from scipy import stats
 
 from analysis import paper
+from analysis.__main__ import main as report_main
+from analysis.findings import judge_all
 from analysis.load import load_sweep
-from analysis.report import build_report, judge
-from analysis.stats import kendall_tau, t_interval, welch_difference
+from analysis.power import paired_power
+from analysis.report import build_report
+from analysis.stats import kendall_tau, t_interval
+from analysis.summary import main as summary_main
 from p2p import checkpoint, tracking
 from p2p.config import to_dict
 from p2p.errors import UserError
 from p2p.models import create_generator
-from tests.conftest import ROOT, facades_config
+from tests.conftest import ROOT, TINY, facades_config
 
-# FCN IoU per (cell, seed): 70x70 and 16x16 clearly above 1x1; 286x286 has one seed (the other failed).
-IOU = {("1x1", 0): 0.10, ("1x1", 1): 0.12, ("16x16", 0): 0.20, ("16x16", 1): 0.21,
-       ("70x70", 0): 0.22, ("70x70", 1): 0.25, ("286x286", 0): 0.15}
+SEEDS = (0, 1, 2)
+# FCN IoU per cell and seed at the last epoch (3). 286x286 seed 1 failed.
+IOU = {"1x1": (0.10, 0.12, 0.11), "16x16": (0.20, 0.20, 0.24), "70x70": (0.22, 0.25, 0.23),
+       "286x286": (0.15, None, 0.14)}
+# ... and at the intermediate epochs 1 and 2 (eval.every 1, on eval.every_max_images = 20 images).
+EARLY = {"16x16": {1: (0.08, 0.10, 0.10), 2: (0.13, 0.10, 0.12)},  # below 1x1, mixed, then above
+         "70x70": {1: (0.14, 0.10, 0.13), 2: (0.20, 0.23, 0.21)}}  # mixed, then above from epoch 2
+PARAMS = {"eval.every": 1, "eval.every_max_images": 20, "eval.max_images": "null", "optim.epochs": 2,
+          "optim.decay_epochs": 1}
+MACHINE = "AMD EPYC 7B13, 2 cores, AVX2"
+COMMIT_1, COMMIT_2 = "a" * 40, "b" * 40
+MIN = 60_000
+T0 = calendar.timegm((2026, 1, 5, 9, 0, 0)) * 1000  # the first sitting
+T1 = T0 + 24 * 60 * MIN  # the sweep resumed the next day
+
+
+def iou(cell, seed, epoch):
+    return EARLY.get(cell, {}).get(epoch, IOU[cell])[seed]
+
+
+def scores(value):
+    return {"eval/fcn_iou": value, "eval/fcn_pixel_acc": 0.3 + value, "eval/fcn_class_acc": 0.1 + value,
+            "eval/lpips": 0.5 - value, "eval/ssim": 0.2 + value / 10, "eval/psnr": 12 + value,
+            "eval/l1": 0.4 - value / 10}
+
+
+def fake_run(parent, cell, seed, start, stamps, end, commit, generator=None, failure=None):
+    """One trial's run with its own times: epoch e's metrics logged at stamps[e - 1] (ms)."""
+    c = tracking.client()
+    tags = {"p2p.sweep": "patchsize", "p2p.cell": cell, "p2p.seed": str(seed), "p2p.scale": "paper",
+            "p2p.git_commit": commit, "p2p.machine": MACHINE, tracking.PARENT_TAG: parent.run_id}
+    run = c.create_run(tracking.experiment_id("patchsize"), start_time=start, tags=tags, run_name=f"{cell} seed{seed}")
+    tracker = tracking.RunTracker(run.info.run_id)
+    tracker.log_params(PARAMS)
+    for epoch, stamp in enumerate(stamps, 1):
+        c.log_metric(tracker.run_id, "train/lr", 2e-4, timestamp=stamp, step=epoch)
+        tracker.log_metrics({"train/loss_D_real": 0.7 - 0.1 * epoch + 0.01 * seed, "train/loss_D_fake": 0.6,
+                             "train/loss_G_GAN": 0.8 + 0.05 * epoch, "train/loss_G_L1": 0.4 / epoch}, step=epoch)
+        if failure is None:
+            tracker.log_metrics(scores(iou(cell, seed, epoch)), step=epoch)
+    if generator is not None:
+        tracker.log_artifact(generator)
+    if failure is not None:
+        tracker.set_tags({tracking.FAILURE_TAG: failure})
+    c.set_terminated(tracker.run_id, "FAILED" if failure else "FINISHED", end_time=end)
 
 
 def make_sweep(tiny_overrides, tmp_path, with_generators=True):
-    """A patchsize sweep at the cpu scale as the sweep engine leaves it, with known numbers."""
-    parent = tracking.RunTracker.start("patchsize", "patchsize-cpu",
-                                       tags={"p2p.sweep": "patchsize", "p2p.scale": "cpu", "p2p.role": "sweep"})
-    cfg = facades_config({**tiny_overrides, "data.crop_size": 32, "data.load_size": 32})
-    generator = tmp_path / "generator.pt"
-    checkpoint.save_atomic({"config": to_dict(cfg), "generator": create_generator(cfg).state_dict()}, generator)
-    for (cell, seed), iou in IOU.items():
-        tags = {"p2p.sweep": "patchsize", "p2p.cell": cell, "p2p.seed": seed, "p2p.scale": "cpu"}
-        run = tracking.RunTracker.start("patchsize", f"{cell} seed{seed}", tags=tags, parent_run_id=parent.run_id)
-        for epoch in (1, 2, 3):
-            run.log_metrics({"train/loss_D_real": 0.7 - 0.1 * epoch + 0.01 * seed, "train/loss_D_fake": 0.6,
-                             "train/loss_G_GAN": 0.8 + 0.05 * epoch, "train/loss_G_L1": 0.4 / epoch}, step=epoch)
-        run.log_metrics({"eval/fcn_iou": iou, "eval/fcn_pixel_acc": 0.3 + iou, "eval/fcn_class_acc": 0.1 + iou,
-                         "eval/lpips": 0.5 - iou, "eval/ssim": 0.2 + iou / 10, "eval/psnr": 12 + iou,
-                         "eval/l1": 0.4 - iou / 10}, step=3)
-        if with_generators:
-            run.log_artifact(generator)
-        run.finish()
-    failed = tracking.RunTracker.start("patchsize", "286x286 seed1", parent_run_id=parent.run_id,
-                                       tags={"p2p.sweep": "patchsize", "p2p.cell": "286x286", "p2p.seed": 1,
-                                             "p2p.scale": "cpu"})
-    failed.fail("non-finite loss (train/loss_G_GAN) in epoch 2 by step 17")
+    """A patchsize sweep at the paper scale (3 seeds) as the sweep engine leaves it, with known numbers.
+
+    Sitting 1 runs seeds 0 and 1 two at a time (10 min each, 40 min) and starts 70x70 seed 2,
+    which is killed after its first epoch; the next day the sweep is resumed: 70x70 seed 2
+    continues (same run), 1x1, 16x16 and 286x286 seed 2 run (20 min). Wall time: 43 + 20 min.
+    """
+    parent = tracking.RunTracker.start("patchsize", "patchsize-paper",
+                                       tags={"p2p.sweep": "patchsize", "p2p.scale": "paper", "p2p.role": "sweep",
+                                             "p2p.set": "optim.epochs=2 eval.every=1"})
+    generator = None
+    if with_generators:
+        cfg = facades_config({**tiny_overrides, "data.crop_size": 32, "data.load_size": 32})
+        generator = tmp_path / "generator.pt"
+        checkpoint.save_atomic({"format": checkpoint.FORMAT, "config": to_dict(cfg),
+                                "generator": create_generator(cfg).state_dict()}, generator)
+
+    def normal(cell, seed, start, commit):
+        fake_run(parent, cell, seed, start, [start + 3 * MIN, start + 6 * MIN, start + 9 * MIN], start + 10 * MIN,
+                 commit, generator)
+
+    slots = [[("1x1", 0), ("16x16", 0)], [("70x70", 0), ("286x286", 0)], [("1x1", 1), ("16x16", 1)],
+             [("70x70", 1)]]
+    for k, slot in enumerate(slots):
+        for cell, seed in slot:
+            normal(cell, seed, T0 + 10 * k * MIN, COMMIT_1)
+    fake_run(parent, "286x286", 1, T0 + 30 * MIN, [T0 + 33 * MIN], T0 + 35 * MIN, COMMIT_1,
+             failure="non-finite loss (train/loss_G_GAN) in epoch 2 by step 17")
+    fake_run(parent, "70x70", 2, T0 + 40 * MIN, [T0 + 43 * MIN, T1 + 3 * MIN, T1 + 6 * MIN], T1 + 7 * MIN, COMMIT_1,
+             generator)
+    normal("1x1", 2, T1, COMMIT_2)
+    normal("16x16", 2, T1 + 7 * MIN, COMMIT_2)
+    normal("286x286", 2, T1 + 10 * MIN, COMMIT_2)
     return parent
 
 
-def test_t_interval_and_welch_match_scipy():
-    x = [0.22, 0.25, 0.27]
-    interval = t_interval(x)
-    low, high = stats.t.interval(0.95, len(x) - 1, loc=np.mean(x), scale=stats.sem(x))
-    assert interval.low == pytest.approx(low) and interval.high == pytest.approx(high)
-    assert t_interval([0.3]).n == 1 and math.isnan(t_interval([0.3]).half_width)
-    a, b = [0.22, 0.25], [0.10, 0.12]
-    diff = welch_difference(a, b)
-    ttest = stats.ttest_ind(a, b, equal_var=False)
-    ci = ttest.confidence_interval(0.95)
-    assert diff.mean == pytest.approx(0.125) and diff.low == pytest.approx(ci.low) and diff.high == pytest.approx(ci.high)
-    tau, p, n = kendall_tau({"a": 1, "b": 2, "c": 3}, {"a": 3, "b": 2, "c": 1, "d": 0})
-    assert (tau, n) == (pytest.approx(-1.0), 3)
+def paired(better, worse, seeds=SEEDS):
+    common = [s for s in seeds if IOU[better][s] is not None and IOU[worse][s] is not None]
+    return stats.ttest_rel([IOU[better][s] for s in common], [IOU[worse][s] for s in common])
 
 
-def test_report_of_an_unfinished_sweep(mlflow_uri, tiny_overrides, tmp_path, data_root):
+def test_report_of_an_unfinished_sweep(mlflow_uri, tiny_overrides, tmp_path, data_root, monkeypatch, capsys):
     parent = make_sweep(tiny_overrides, tmp_path)
     runs = load_sweep("patchsize", root=ROOT)
-    assert runs.scale == "cpu" and runs.parent_run_id == parent.run_id
-    assert runs.cells == ["1x1", "16x16", "70x70", "286x286"] and runs.seeds == [0, 1]
+    assert runs.scale == "paper" and runs.parent_run_id == parent.run_id
+    assert runs.cells == ["1x1", "16x16", "70x70", "286x286"] and runs.seeds == [0, 1, 2]
     assert runs.missing() == [("286x286", 1)]
     assert runs.failed()["failure"].tolist() == ["non-finite loss (train/loss_G_GAN) in epoch 2 by step 17"]
 
-    verdict = judge("70x70", "1x1", runs, "eval/fcn_iou")
-    expected = welch_difference([0.22, 0.25], [0.10, 0.12])
-    assert verdict.verdict == "reproduced" and verdict.difference.mean == pytest.approx(0.125)
-    assert verdict.text == (f"70x70 scores above 1x1 on FCN class IoU: reproduced, difference "
-                            f"0.125 ± {expected.half_width:.3f} (2 vs 2 seeds)")
-    one_seed = judge("70x70", "286x286", runs, "eval/fcn_iou")
-    assert one_seed.verdict == "same direction, no interval (one seed)"
-    lower = judge("1x1", "70x70", runs, "eval/lpips")  # LPIPS: lower is better, 1x1 is worse
-    assert lower.verdict == "reversed"
+    # Paired over common seeds, Holm over the 4 claims (in this order, which is also the p-values' order).
+    found = judge_all(runs, "eval/fcn_iou")
+    claims = [(c.better, c.worse) for c in paper.CLAIMS["patchsize"]]
+    p = [paired(b, w).pvalue for b, w in claims]
+    assert [f.diff.p for f in found] == [pytest.approx(x) for x in p] and p == sorted(p)
+    expected_holm = np.maximum.accumulate([4 * p[0], 3 * p[1], 2 * p[2], 1 * p[3]])
+    assert [f.p_holm for f in found] == [pytest.approx(x) for x in expected_holm]
+    assert [f.diff.n for f in found] == [3, 3, 2, 2]  # 286x286 has seeds 0 and 2
+    assert [f.verdict for f in found] == ["reproduced", "same direction, not significant",
+                                          "same direction, not significant", "same direction, not significant"]
+    assert p[1] < 0.05 < expected_holm[1]  # 16x16 > 1x1: significant alone, not after the correction
+    lower = judge_all(runs, "eval/lpips", claims=[paper.Claim("1x1", "70x70")])  # LPIPS: lower is better
+    assert lower[0].verdict == "reversed" and lower[0].p_holm == pytest.approx(paired("70x70", "1x1").pvalue)
 
-    out = build_report("patchsize", out_root=tmp_path / "reports", root=ROOT, samples=2)
+    out_root = tmp_path / "results" / "paper"
+    out = build_report("patchsize", out_root=out_root, root=ROOT, samples=2)
     md = (out / "report.md").read_text()
     html = (out / "report.html").read_text()
-    # the score table: mean ± 95% t half-width of the two 70x70 seeds
-    half = t_interval([0.22, 0.25]).half_width
-    assert f"| 70x70   | 2/2     | 0.535 ± {half:.3f}" in md and f"0.235 ± {half:.3f}" in md
-    assert "| 286x286 | 1/2     | 0.450 " in md
+    # the score table: mean ± 95% t half-width of the three 70x70 seeds
+    half = t_interval([0.22, 0.25, 0.23]).half_width
+    assert f"| 70x70   | 3/3     | {0.3 + 0.7 / 3:.3f} ± {half:.3f}" in md and f"{0.7 / 3:.3f} ± {half:.3f}" in md
+    assert f"| 286x286 | 2/3     | {t_interval([0.45, 0.44]).text(3)} " in md
+
+    # the header: provenance, then how the findings were judged
+    assert "Code: git commit `aaaaaaaaaaaa` (8 runs), `bbbbbbbbbbbb` (3 runs)." in md
+    assert f"Machine: {MACHINE} (11 runs)." in md
+    assert "Runs: 2026-01-05 09:00 to 2026-01-06 09:20 UTC; wall time 63 min" in md  # not the 24 h between
+    assert (".venv/bin/p2p sweep sweeps/patchsize.yaml --scale paper --set optim.epochs=2 --set eval.every=1`, then "
+            f"`.venv/bin/python -m analysis patchsize --scale paper --out {out_root}`") in md
+    assert ("Differences between cells: a paired t-test over the 2-3 common seeds of the two cells (per-seed "
+            "differences). Verdicts are Holm-corrected over the 4 claims of this sweep (family-wise error 5%)") in md
+    assert "the printed intervals are unadjusted 95% t-intervals" in md and "alpha = 0.05/4 = 0.0125" in md
+
+    # a finding: the paired interval, both p-values, the epoch it holds from, and power beside the verdict
+    ci = paired("70x70", "1x1").confidence_interval(0.95)
+    line = next(x for x in md.splitlines() if x.startswith("- 70x70 scores above 1x1"))
+    assert line.startswith(f"- 70x70 scores above 1x1 on FCN class IoU: **reproduced**, difference +0.123 "
+                           f"[{ci.low:.3f}, {ci.high:.3f}] (paired over 3 seeds, p = 7.3e-04, Holm p = 0.003); "
+                           "holds from epoch 2 of 3; power ")
+    assert (p[0], expected_holm[0]) == (pytest.approx(7.3e-4, abs=5e-6), pytest.approx(0.0029, abs=5e-5))
+    sd = np.std([0.12, 0.13, 0.12], ddof=1)
+    need = found[0].smallest.n
+    assert paired_power(0.01, sd, need, 0.0125) >= 0.8 > paired_power(0.01, sd, need - 1, 0.0125)
+    assert f"80% needs {need} seeds ({found[0].observed.n} for the observed difference)" in line
+    assert "16x16 scores above 1x1 on FCN class IoU: **same direction, not significant**" in md
+    assert "holds from epoch 3 of 3 (the sign flips between epochs 1 and 2)" in md
+    assert "never holds: the sign flips between epochs 1 and 2;" in md  # 70x70 vs 286x286
+    assert ("Points before the last epoch (every epoch, `eval.every`) score the first 20 test images "
+            "(`eval.every_max_images`); the last epoch (epoch 3, the square) scores all the test images") in md
+
+    # findings.json: what the summary table and the README are made from
+    record = json.loads((out / "findings.json").read_text())
+    first = record["claims"][0]
+    assert record["claims_tested"] == 4 and record["power_alpha"] == 0.0125 and record["correction"] == "holm"
+    assert (first["method"], first["seeds"], first["common_seeds"], first["verdict"]) == ("paired", 3, [0, 1, 2],
+                                                                                         "reproduced")
+    assert first["mean_difference"] == pytest.approx(0.37 / 3) and first["low"] == pytest.approx(ci.low)
+    assert first["p"] == pytest.approx(p[0]) and first["p_holm"] == pytest.approx(expected_holm[0])
+    assert first["holds_from_epoch"] == 2 and first["epochs"] == [1, 2, 3]
+    assert first["seeds_needed"]["smallest_effect"] == need and first["seeds_needed"]["smallest_effect_size"] == 0.01
+    assert record["claims"][2]["holds_from_epoch"] is None and record["claims"][2]["sign_flips"] == [[1, 2]]
+    assert record["provenance"]["wall_time_s"] == 63 * 60 and record["provenance"]["machines"] == [MACHINE]
+
     # the paper's Table 3 beside ours, and Kendall's tau against it (scipy on the same means)
     assert "Table 3" in md and "| 16x16   | 0.65 " in md
-    means = {"1x1": 0.11, "16x16": 0.205, "70x70": 0.235, "286x286": 0.15}
+    means = {"1x1": 0.11, "16x16": 0.64 / 3, "70x70": 0.70 / 3, "286x286": 0.145}
     tau = stats.kendalltau([means[c] for c in means], [paper.paper_table("patchsize")[c]["eval/fcn_iou"] for c in means])
     assert f"FCN class IoU: Kendall's tau = {tau.statistic:+.2f} over 4 cells" in md
     assert "Missing (1): 286x286 seed 1" in md
     assert "Failed: 286x286 seed 1: FAILED — non-finite loss" in md
-    for name in ("scores.png", "training_curves.png", "samples.png"):
+    for name in ("scores.png", "findings_over_training.png", "training_curves.png", "samples.png"):
         assert (out / name).stat().st_size > 10_000
         assert f"]({name})" in md
-    assert html.count("src='data:image/png;base64,") == 3 and "src='http" not in html
+    assert html.count("src='data:image/png;base64,") == 4 and "src='http" not in html
+    assert "<b>reproduced</b>" in html
     logged = {a.path for a in tracking.client().list_artifacts(parent.run_id, "report")}
-    assert {"report/report.html", "report/report.md", "report/scores.png"} <= logged
+    assert {"report/report.html", "report/report.md", "report/scores.png", "report/findings.json"} <= logged
+
+    # The published copy (--out) from the command line, and the summary table over it.
+    monkeypatch.chdir(ROOT)  # where `make report` runs (sweeps/ is here); the store and --out are absolute
+    published = tmp_path / "results" / "cpu"
+    assert report_main(["patchsize", "--out", str(published), "--samples", "0", "--no-log"]) == 0
+    assert {p.name for p in (published / "patchsize").iterdir()} >= {"report.md", "report.html", "findings.json",
+                                                                     "scores.png", "findings_over_training.png"}
+    capsys.readouterr()
+    assert summary_main([str(published)]) == 0
+    table = capsys.readouterr().out
+    assert (f"| patchsize | 70x70 scores above 1x1 on FCN class IoU | reproduced | +0.123 [{ci.low:.3f}, "
+            f"{ci.high:.3f}] | 3 (paired) | {found[0].observed.n} / {need} (for 0.01) | 2 |") in table
+    assert "| never (sign flips 1-2) |" in table and len(table.strip().splitlines()) == 2 + 4
+
+
+def test_kendall_tau():
+    tau, p, n = kendall_tau({"a": 1, "b": 2, "c": 3}, {"a": 3, "b": 2, "c": 1, "d": 0})
+    assert (tau, n) == (pytest.approx(-1.0), 3)
+    assert math.isnan(kendall_tau({"a": 1}, {"a": 2})[0])
+
+
+def test_dry_run_of_a_sweep_with_finished_runs(mlflow_uri, tiny_overrides, tmp_path, capsys):
+    from p2p.sweep.driver import SweepOptions, run_sweep
+    from p2p.sweep.spec import load_spec
+
+    make_sweep(tiny_overrides, tmp_path, with_generators=False)
+    tiny = {k: v for k, v in TINY.items() if k != "model.discriminator.patch"}
+    spec = tmp_path / "patchsize.yaml"
+    spec.write_text(yaml.safe_dump({
+        "name": "patchsize", "base": str(ROOT / "experiments" / "facades.yaml"), "seeds": 3,
+        "factor": {"key": "model.discriminator.patch", "cell_name": "{value}x{value}"}, "cells": [1, 16, 70, 286],
+        "objective": {"metric": "eval/ssim"}, "scales": {"paper": {"set": tiny}}}))
+    assert run_sweep(spec, SweepOptions(scale="paper", workers=1), dry_run=True) == 0
+    out = capsys.readouterr().out.splitlines()
+    at = out.index("  findings so far on FCN class IoU (11 finished runs): Holm over 4 claims; seeds for 80% power "
+                   "at alpha 0.05/4 (observed difference, smallest effect 0.01)")
+    ci = paired("70x70", "1x1").confidence_interval(0.95)
+    assert out[at + 1].startswith(f"    70x70 vs 1x1: reproduced, +0.123 [{ci.low:.3f}, {ci.high:.3f}] (paired over 3 "
+                                  "seeds); seeds needed 3, 7")
+    assert "same direction, not significant" in out[at + 2] and out[at + 5].startswith("estimate: ")
+    from analysis.findings import plan_lines
+
+    assert plan_lines(load_spec(spec), "cpu") == []  # no runs at that scale
 
 
 def test_unknown_sweep_is_a_one_line_error(mlflow_uri):
     with pytest.raises(UserError, match="sweep 'nosuch': no sweeps/nosuch.yaml and no MLflow experiment"):
         load_sweep("nosuch", root=ROOT)
     proc = subprocess.run([sys.executable, "-m", "analysis", "nosuch"], capture_output=True, text=True, cwd=ROOT,
-                          env={**__import__("os").environ})
+                          env={**os.environ})
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert proc.stderr.startswith("p2p: error: sweep 'nosuch'")
+
+
+def test_the_caption_says_which_points_score_how_many_images():
+    import pandas as pd
+
+    from analysis.load import SweepRuns
+    from analysis.report import scoring_caption
+
+    def caption(every, every_max, max_images):
+        trials = pd.DataFrame([{"cell": "a", "seed": 0, "status": "FINISHED", "every": every,
+                                "every_max_images": every_max, "max_images": max_images, "epochs": "3",
+                                "decay_epochs": "3"}])
+        return scoring_caption(SweepRuns("x", "cpu", None, ["a"], [0], "eval/ssim", "maximize", trials))
+
+    assert caption("2", "16", "null").startswith(
+        "Points before the last epoch (every 2 epochs, `eval.every`) score the first 16 test images "
+        "(`eval.every_max_images`); the last epoch (epoch 6, the square) scores all the test images")
+    assert caption("1", "null", "50").startswith(
+        "Every point (every epoch, `eval.every`, and the last epoch (epoch 6)) scores the first 50 test images")
+    assert caption("0", "null", "null").startswith(
+        "The runs scored only at the end (`eval.every: 0`): one point per claim, on all the test images (epoch 6).")

@@ -65,6 +65,8 @@ def describe_plan(plan, study, url: str, workers: int, threads: int) -> str:
                      f"pruner {search.pruner}")
         lines.append(f"  one run: {step_s['base'] * 1000:.0f} ms a step, {run_s['base'] / 60:.1f} min unpruned")
         todo = [run_s["base"]] * max(0, search.trials - done)
+    if spec.search is None:
+        lines += _findings_lines(spec, plan.scale)
     wall = schedule_seconds(todo, workers)
     lines.append(f"estimate: {len(todo)} trials to run on {workers} worker{'s' if workers > 1 else ''} x {threads} "
                  f"thread{'s' if threads > 1 else ''}: about {_minutes(wall)}")
@@ -72,6 +74,16 @@ def describe_plan(plan, study, url: str, workers: int, threads: int) -> str:
                  f"cell at {threads} thread{'s' if threads > 1 else ''}; plus start-up and scoring per run from "
                  f"constants measured on a 2-core CPU, {SCORE_S_PER_IMAGE_128:.2f} s per scored 128x128 image)")
     return "\n".join(lines)
+
+
+def _findings_lines(spec, scale: str) -> list[str]:
+    """Each claim's verdict so far and the seeds power asks for ([] while the tracking store has no finished run)."""
+    from analysis.findings import plan_lines  # lazily: only the dry run reads what the runs found
+
+    try:
+        return plan_lines(spec, scale)
+    except Exception as exc:  # an unreachable store must not stop a dry run
+        return [f"  findings so far: cannot read the tracking store ({type(exc).__name__}: {exc})"[:300]]
 
 
 def run_seconds(cfg: RunConfig, step_s: float) -> float:

@@ -1,0 +1,85 @@
+"""`python -m analysis.summary results/cpu`: every sweep's findings in one Markdown table.
+
+Reads results/cpu/*/findings.json (written by `python -m analysis SWEEP --out results/cpu`) and
+prints one row per claim: what the README's "What the lab found" is made from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from p2p.errors import UserError
+
+COLUMNS = ["sweep", "claim", "verdict", "difference [95%]", "seeds", "seeds for 80% power", "holds from epoch"]
+
+
+def _number(x, digits: int) -> str:
+    return "-" if x is None else f"{x:+.{digits}f}" if digits else str(x)
+
+
+def row(sweep: str, claim: dict) -> list[str]:
+    digits = 2 if claim["metric"] == "eval/psnr" else 3
+    mean, low, high = claim["mean_difference"], claim["low"], claim["high"]
+    if mean is None:
+        difference = "-"
+    elif low is None:
+        difference = _number(mean, digits)
+    else:
+        difference = f"{mean:+.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+    method = {"paired": "paired", "welch": "Welch", "none": "no test"}[claim["method"]]
+    seeds = f"{claim['seeds']} ({method})" if claim["method"] == "paired" else \
+        f"{claim['seeds_better']} vs {claim['seeds_worse']} ({method})"
+    need = claim["seeds_needed"]
+    power = f"{need['observed']} / {need['smallest_effect']} (for {need['smallest_effect_size']:g})"
+    return [sweep, claim["claim"], claim["verdict"], difference, seeds, power, held(claim)]
+
+
+def held(claim: dict) -> str:
+    """The epoch from which the claim holds; else 'reversed from N', 'never' (naming sign flips), or '-'."""
+    if claim.get("holds_from_epoch") is not None:
+        return str(claim["holds_from_epoch"])
+    if claim.get("reversed_from_epoch") is not None:
+        return f"reversed from {claim['reversed_from_epoch']}"
+    over = claim.get("over_training") or ""
+    if not over.startswith(("never", "does not hold")):
+        return "-"  # no scores over training, or too few common seeds
+    flips = ", ".join(f"{a}-{b}" for a, b in claim.get("sign_flips", []))
+    return f"never (sign flips {flips})" if flips else "never"
+
+
+def summary(folder: Path) -> str:
+    """The Markdown table over folder/*/findings.json, sweeps in name order, claims in their order."""
+    files = sorted(Path(folder).glob("*/findings.json"))
+    if not files:
+        raise UserError(f"{folder}: no */findings.json here (write them with: python -m analysis SWEEP "
+                        f"--out {folder})")
+    rows = []
+    for path in files:
+        try:
+            data = json.loads(path.read_text())
+            rows += [row(data["sweep"], claim) for claim in data["claims"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"{path}: not a findings.json of this version ({type(exc).__name__}: {exc})") from None
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m analysis.summary",
+                                     description="one Markdown table of the findings of every sweep in a folder")
+    parser.add_argument("folder", help="a folder of <sweep>/findings.json, e.g. results/cpu")
+    args = parser.parse_args(argv)
+    try:
+        print(summary(Path(args.folder)))
+    except UserError as exc:
+        print(f"p2p: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
