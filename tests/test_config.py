@@ -64,7 +64,7 @@ def test_scale_overlay_sits_between_file_and_overrides():
     ({"tricks.label_flip": 1.5}, "key 'tricks.label_flip' expected a probability"),
     ({"tricks.label_smoothing": [1.0, 0.8]}, "key 'tricks.label_smoothing' expected null or [low, high]"),
     ({"loss.gan": "none", "loss.l1": 0}, "key 'loss.l1' expected a weight > 0 when loss.gan is none"),
-    ({"eval.metrics": ["fid"]}, "key 'eval.metrics' expected a list from fcn, lpips"),
+    ({"eval.metrics": ["is"]}, "key 'eval.metrics' expected a list from fcn, lpips"),
     ({"data.load_size": 100}, "key 'data.load_size' expected an integer >= data.crop_size"),
 ])
 def test_invalid_configs_name_the_key_and_file(overrides, message):
