@@ -14,7 +14,10 @@ import math
 import sys
 from dataclasses import dataclass
 
+import numpy as np
 from scipy import stats
+
+from analysis.power import first_reaching, paired_power
 
 from p2p import tracking
 from p2p.errors import UserError
@@ -25,9 +28,11 @@ POWER, ALPHA = 0.80, 0.05
 MIN_SEEDS, MIN_EPOCHS = 4, 4
 BUDGET_S = 60 * 60  # per sweep, on this 2-core machine
 WORKERS = 2
-SWEEPS = {"patchsize": (4, 4, 128), "loss": (7, 6, 64), "generator": (4, 4, 64), "tricks": (5, 4, 64)}
-# sweep: (cells, claims tested, resolution). Cells without a discriminator (L1) train faster; the
-# estimate counts every cell at the pilot's (L1+cGAN) cost, which errs towards a sweep that fits.
+SWEEPS = {"patchsize": (4, 4, True), "loss": (7, 6, False), "generator": (4, 4, False), "tricks": (5, 4, False)}
+# sweep: (cells, claims tested, whether it has the 286x286 ImageGAN). Cells without a discriminator
+# (L1) train faster; the estimate counts every cell at the pilot's (L1+cGAN) cost.
+SMALL, LARGE = 64, 128  # resolutions: a sweep without the ImageGAN may train at SMALL (rule 1)
+SMALL_MIN_IOU = 0.15  # ... if the FCN scorer at SMALL scores the real test photos at least this class IoU
 TEST_IMAGES = 106
 SUBSETS = (106, 53, 32)  # images scored at intermediate epochs: the largest whose cost fits
 EVAL_SHARE = 0.12  # of an epoch's training time (the issue allows 15% of a run)
@@ -38,7 +43,9 @@ SETUP_S = 15.0  # per run: decoding, building the nets, the MLflow run (measured
 class Pilot:
     size: int
     iou: dict[int, list[float]]  # epoch -> per-seed FCN IoU (intermediate points: `subset` images)
-    epoch_s: float  # one training epoch with two runs side by side, mean over epochs and seeds
+    # Costs are the fastest seen (epochs, seeds): other work may share the machine during a pilot,
+    # and the quietest epoch is the closest to what a sweep alone on it pays.
+    epoch_s: float  # one training epoch with two runs side by side
     eval_s: float  # one intermediate scoring pass
     final_eval_s: float  # the scoring of the full test split (at the pilot's last epoch)
     subset: int | None
@@ -64,7 +71,7 @@ def load_pilot(size: int, experiment: str = "protocol-pilot") -> Pilot:
         eval_s += [c for e, c in costs.items() if e != last]
         final_eval_s.append(costs[last])
     subset = runs[0]["params"].get("eval.every_max_images")
-    return Pilot(size, iou, _mean(epoch_s), _mean(eval_s), _mean(final_eval_s),
+    return Pilot(size, iou, min(epoch_s), min(eval_s), min(final_eval_s),
                  None if subset in (None, "null") else int(subset))
 
 
@@ -83,12 +90,8 @@ def seeds_for_power(sd_difference: float, effect: float, alpha: float, power: fl
     """Seeds a paired t-test (two-sided, level alpha) needs to detect `effect` with `power` (noncentral t)."""
     if not sd_difference > 0:
         return None
-    for n in range(2, 1001):
-        crit = stats.t.ppf(1 - alpha / 2, n - 1)
-        nc = effect / sd_difference * math.sqrt(n)
-        if stats.nct.sf(crit, n - 1, nc) + stats.nct.cdf(-crit, n - 1, nc) >= power:
-            return n
-    return None
+    n = np.arange(2, 1001)
+    return first_reaching(paired_power(effect, sd_difference, n, alpha), power)
 
 
 def sweep_seconds(cells: int, seeds: int, epochs: int, pilot: Pilot, subset_eval_s: float) -> float:
@@ -113,8 +116,26 @@ class Decision:
     note: str
 
 
+def resolution(sweep: str, small_scorer_iou: float | None) -> int:
+    """Rule 1: the ImageGAN needs LARGE; the others SMALL, if the FCN can still tell real photos' classes there."""
+    has_imagegan = SWEEPS[sweep][2]
+    if has_imagegan or small_scorer_iou is None or small_scorer_iou < SMALL_MIN_IOU:
+        return LARGE
+    return SMALL
+
+
+def scorer_iou(size: int) -> float | None:
+    """The cached facades FCN scorer's class IoU on the real test photos at this size (None: not fitted)."""
+    from p2p.metrics.fcn import load_scorer
+    from p2p.metrics.fcn_fit import scorer_path
+
+    path = scorer_path("facades", size)
+    return float(load_scorer(path).info["ground_truth"]["iou"]) if path.is_file() else None
+
+
 def decide(sweep: str, pilot: Pilot) -> Decision:
-    cells, claims, size = SWEEPS[sweep]
+    cells, claims, _ = SWEEPS[sweep]
+    size = pilot.size
     # Intermediate scoring: cost scales with the images scored; the largest subset within EVAL_SHARE.
     per_image = pilot.eval_s / (pilot.subset or TEST_IMAGES)
     subset = next((k for k in SUBSETS if k * per_image <= EVAL_SHARE * pilot.epoch_s), SUBSETS[-1])
@@ -147,8 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.protocol", description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", default="protocol-pilot")
     args = parser.parse_args(argv)
+    small_iou = scorer_iou(SMALL)
+    sizes = {sweep: resolution(sweep, small_iou) for sweep in SWEEPS}
+    print(f"rule 1: the FCN scorer at {SMALL}x{SMALL} scores real photos at class IoU "
+          f"{'(not fitted)' if small_iou is None else f'{small_iou:.3f}'} (needs {SMALL_MIN_IOU}): "
+          + ", ".join(f"{sweep} at {size}" for sweep, size in sizes.items()))
     try:
-        pilots = {size: load_pilot(size, args.experiment) for size in sorted({s for _, _, s in SWEEPS.values()})}
+        pilots = {size: load_pilot(size, args.experiment) for size in sorted(set(sizes.values()))}
     except UserError as exc:
         print(f"p2p: error: {exc}", file=sys.stderr)
         return 2
@@ -159,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{pilot.subset or TEST_IMAGES} images, {pilot.final_eval_s:.1f} s on all {TEST_IMAGES}")
     print("| sweep | size | plateau epoch | epochs | seeds (power asks) | intermediate images (cost) | est. wall | note |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for sweep, (_, _, size) in SWEEPS.items():
+    for sweep, size in sizes.items():
         d = decide(sweep, pilots[size])
         plateau = f"{d.plateau}" + ("" if d.levelled else " (still rising)")
         print(f"| {sweep} | {size} | {plateau} | {d.epochs} | {d.seeds} ({d.seeds_for_power or '>1000'}) | "
