@@ -14,7 +14,7 @@ from p2p import data
 from p2p.cli import main
 from p2p.config import DataConfig, KNOWN_METRICS
 from p2p.errors import UserError
-from p2p.metrics import ScoreSettings, distribution, inception, score_images
+from p2p.metrics import DIRECTIONS, ScoreSettings, distribution, inception, score_images
 from tests.conftest import WEIGHTS_DIR, facades_config
 
 SIZE = 64  # Inception resizes to 299 anyway; small decoded images keep the fixture cheap
@@ -214,13 +214,14 @@ def test_score_command_prints_kid_and_fid_with_the_warning(tmp_path, test_split,
 
 def test_kid_and_fid_are_known_metrics_but_off_by_default():
     assert {"kid", "fid"} <= set(KNOWN_METRICS)
+    assert DIRECTIONS["eval/kid"] == DIRECTIONS["eval/fid"] == "minimize" and "eval/kid_std" not in DIRECTIONS
     assert not {"kid", "fid"} & set(facades_config().eval.metrics)  # experiments/facades.yaml: slow on a CPU
     assert facades_config({"eval.metrics": ["fcn", "kid", "fid"]}).eval.metrics == ("fcn", "kid", "fid")
     with pytest.raises(UserError, match="eval.metrics' expected a list from fcn, lpips, ssim, psnr, l1, kid, fid"):
         facades_config({"eval.metrics": ["kidd"]})
 
 
-def test_a_run_logs_kid_and_fid_when_asked(mlflow_uri, tiny_overrides, tmp_path):
+def test_a_run_logs_kid_and_fid_when_asked(mlflow_uri, tiny_overrides, tmp_path, capsys):
     from p2p.tracking import client
     from p2p.trainer import train
 
@@ -230,3 +231,4 @@ def test_a_run_logs_kid_and_fid_when_asked(mlflow_uri, tiny_overrides, tmp_path)
     logged = client().get_run(result.run_id).data.metrics
     assert {key: logged[key] for key in result.scores} == pytest.approx(result.scores)
     assert result.scores["eval/fid"] > 0 and result.scores["eval/kid_std"] >= 0
+    assert "p2p: note: FID from 4 images is strongly biased upward" in capsys.readouterr().err
