@@ -122,9 +122,10 @@ def trends_figure(trends: list[tuple[str, str, "object"]], path: Path) -> Path |
     for ax in list(axes.flat)[len(trends):]:
         ax.set_visible(False)
     axes.flat[0].legend(fontsize=8, loc="best")
-    fig.suptitle("Each claim over training: per-seed differences of the common seeds", fontsize=12)
+    title = "Each claim over training: per-seed differences of the common seeds"
+    fig.suptitle("\n".join(_wrap(title, 60 * cols)), fontsize=12)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # a one-panel figure is narrower than its title
     plt.close(fig)
     return path
 

@@ -162,7 +162,7 @@ class ClaimResult:
     def power_text(self) -> str:
         """Power beside the verdict: now, for the smallest effect; and the seeds 80% would take."""
         if self.diff.method == "none":
-            return "power: needs 2 seeds per cell"
+            return "power: not computable until both cells have 2 seeds"
         now = f"{self.power:.0%}" if not math.isnan(self.power) else "n/a"
         return (f"power {now} for a difference of {self.effect:g}; 80% needs {self.smallest.text()} seeds "
                 f"({self.observed.text()} for the observed difference)")
