@@ -7,8 +7,9 @@ import copy
 import torch
 import torch.nn as nn
 
-from p2p.config import RunConfig, discriminator_layers, patch_output_size
+from p2p.config import RunConfig
 from p2p.models import channels, count_parameters, create_discriminator, create_generator
+from p2p.models.geometry import patch_output_size
 
 
 def measure_receptive_field(D: nn.Module, in_channels: int, max_size: int = 1024) -> int:
@@ -55,7 +56,7 @@ def describe(cfg: RunConfig) -> dict:
     D = create_discriminator(cfg)
     d_in = in_ch + out_ch if cfg.loss.conditional else out_ch
     crop = cfg.data.crop_size
-    layers = discriminator_layers(cfg.model.discriminator)
+    layers = cfg.model.discriminator.layers
     with torch.no_grad():
         g_out = tuple(G.eval()(torch.zeros(1, in_ch, crop, crop)).shape[1:])
         d_out = tuple(D.eval()(torch.zeros(1, d_in, crop, crop)).shape[1:])

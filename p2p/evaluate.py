@@ -9,14 +9,14 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from tqdm import tqdm
 from torchvision.io import write_png as _write_png
 from torchvision.utils import make_grid
+from tqdm import tqdm
 
-from p2p import checkpoint, data, runtime
+from p2p import checkpoint, contract, data, runtime
 from p2p.config import DataConfig, RunConfig, config_from_dict, parse_override, replace
 from p2p.errors import UserError
-from p2p.metrics import ALL_SCORE_KEYS, ScoreSettings, score_images
+from p2p.metrics import ScoreSettings, score_images
 
 
 @functools.lru_cache(maxsize=4)
@@ -55,7 +55,7 @@ def generate(G: nn.Module, inputs: torch.Tensor, cfg: RunConfig, device: torch.d
 def evaluate_generator(G: nn.Module, cfg: RunConfig, device: torch.device, split: str | None = None,
                        progress: bool = False, max_images: int | None = None,
                        ) -> tuple[dict[str, float], torch.Tensor | None]:
-    """(scores keyed `eval/*`, a sample grid input | output | target or None), on the first
+    """(scores keyed as in p2p.contract, a sample grid input | output | target or None), on the first
     `max_images` images of the split (default: `eval.max_images`)."""
     from p2p.metrics.fcn_fit import scorer_for_run
 
@@ -82,7 +82,7 @@ def score_outputs(outputs: torch.Tensor, targets: torch.Tensor, inputs: torch.Te
     settings = ScoreSettings(metrics=cfg.eval.metrics, batch_size=cfg.eval.batch_size, device=str(device),
                              weights_dir=cfg.eval.weights_dir, fcn_scorer=str(scorer) if scorer else None)
     scores = score_images(outputs, targets, settings, labels=inputs if scorer is not None else None, progress=progress)
-    if "eval/fid" in scores:
+    if contract.FID.key in scores:
         from p2p.metrics.distribution import fid_warning
 
         warning = fid_warning(len(outputs))
@@ -146,7 +146,7 @@ def evaluate_saved(target: str, split: str | None = None, overrides: list[str] |
     device = runtime.configure(cfg.runtime, cfg.seed)
     scores, _ = evaluate_generator(G.to(device), cfg, device, split=split, progress=progress)
     if split != saved.eval.split:
-        scores = {key.replace("eval/", f"eval_{split}/", 1): value for key, value in scores.items()}
+        scores = {f"eval_{split}/" + key.removeprefix(contract.EVAL_PREFIX): value for key, value in scores.items()}
     if run_id is not None:
         tracking.RunTracker(run_id).log_metrics(scores, step=epoch)
     return scores, run_id
@@ -189,6 +189,6 @@ def _store_exists() -> bool:
 
 
 def format_scores(scores: dict[str, float]) -> str:
-    order = {key.split("/", 1)[1]: i for i, key in enumerate(ALL_SCORE_KEYS)}
+    order = {s.name: i for i, s in enumerate(contract.SCORES)}
     keys = sorted(scores, key=lambda k: (order.get(k.split("/", 1)[-1], len(order)), k))
     return "\n".join(f"  {key:22s} {scores[key]:.4f}" for key in keys)

@@ -6,9 +6,9 @@ import pytest
 
 from p2p import checkpoint
 from p2p.cli import main
+from p2p.contract import DEFAULT_KEYS as SCORE_KEYS
 from p2p.errors import UserError
 from p2p.evaluate import evaluate_generator, evaluate_saved
-from p2p.metrics import SCORE_KEYS
 from p2p.models import create_generator
 from p2p.tracking import client
 from p2p.trainer import train

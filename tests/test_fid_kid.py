@@ -10,11 +10,11 @@ import scipy.linalg
 import torch
 from torchvision.io import write_png
 
-from p2p import data
+from p2p import contract, data
 from p2p.cli import main
-from p2p.config import DataConfig, KNOWN_METRICS
+from p2p.config import DataConfig
 from p2p.errors import UserError
-from p2p.metrics import DIRECTIONS, ScoreSettings, distribution, inception, score_images
+from p2p.metrics import ScoreSettings, distribution, inception, score_images
 from tests.conftest import WEIGHTS_DIR, facades_config
 
 SIZE = 64  # Inception resizes to 299 anyway; small decoded images keep the fixture cheap
@@ -213,8 +213,9 @@ def test_score_command_prints_kid_and_fid_with_the_warning(tmp_path, test_split,
 
 
 def test_kid_and_fid_are_known_metrics_but_off_by_default():
-    assert {"kid", "fid"} <= set(KNOWN_METRICS)
-    assert DIRECTIONS["eval/kid"] == DIRECTIONS["eval/fid"] == "minimize" and "eval/kid_std" not in DIRECTIONS
+    assert {"kid", "fid"} <= set(contract.METRICS) and not {"kid", "fid"} & set(contract.DEFAULT_METRICS)
+    directions = {s.key: s.direction for s in contract.SCORES}
+    assert directions["eval/kid"] == directions["eval/fid"] == "minimize" and directions["eval/kid_std"] is None
     assert not {"kid", "fid"} & set(facades_config().eval.metrics)  # experiments/facades.yaml: slow on a CPU
     assert facades_config({"eval.metrics": ["fcn", "kid", "fid"]}).eval.metrics == ("fcn", "kid", "fid")
     with pytest.raises(UserError, match="eval.metrics' expected a list from fcn, lpips, ssim, psnr, l1, kid, fid"):

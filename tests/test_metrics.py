@@ -12,11 +12,18 @@ from skimage.metrics import structural_similarity
 
 from p2p import data
 from p2p.config import DataConfig
+from p2p.contract import DEFAULT_KEYS as SCORE_KEYS
 from p2p.errors import UserError
-from p2p.metrics import SCORE_KEYS, ScoreSettings, image, score_images, weights
+from p2p.metrics import ScoreSettings, image, score_images, weights
 from p2p.metrics.perceptual import lpips_distance, lpips_model
-from p2p.metrics.segmentation import (PACKAGED_PALETTES, classes_to_labels, confusion_matrix, labels_to_classes,
-                                      load_palette, segmentation_scores)
+from p2p.metrics.segmentation import (
+    PACKAGED_PALETTES,
+    classes_to_labels,
+    confusion_matrix,
+    labels_to_classes,
+    load_palette,
+    segmentation_scores,
+)
 from tests.conftest import TINY_FCN_SIZE, WEIGHTS_DIR
 
 EXAMPLES = WEIGHTS_DIR / "lpips-examples"

@@ -70,7 +70,7 @@ def test_cells_resolve_to_the_papers_settings():
     assert (t.label_smoothing, t.label_flip, t.instance_noise) == ((0.8, 1.0), 0.05, 0.1)
     assert tricks["none"].tricks.label_flip == 0.0 and tricks["label_flip"].tricks.label_smoothing is None
     spec = load_spec(SWEEPS / "patchsize.yaml")
-    assert spec.seeds_for("cpu") == (0, 1) and spec.seeds_for("paper") == (0, 1, 2)
+    assert spec.seeds_for("cpu") == (0, 1, 2, 3) and spec.seeds_for("paper") == (0, 1, 2)  # the CPU protocol: 4
 
 
 def test_trial_config_layers_base_scale_cell_seed_then_set(tmp_path):

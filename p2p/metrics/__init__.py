@@ -11,23 +11,13 @@ from dataclasses import dataclass
 
 import torch
 
+from p2p import contract
 from p2p.metrics import image
-
-# The order scores are printed and logged in: the default `eval.metrics`, then the distribution
-# scores (`eval.metrics` "kid", "fid"; off by default: Inception features are slow on a CPU).
-SCORE_KEYS = ("eval/fcn_pixel_acc", "eval/fcn_class_acc", "eval/fcn_iou", "eval/lpips", "eval/ssim",
-              "eval/psnr", "eval/l1")
-DISTRIBUTION_KEYS = ("eval/kid", "eval/kid_std", "eval/fid")  # kid_std: spread of KID over its subsets
-ALL_SCORE_KEYS = SCORE_KEYS + DISTRIBUTION_KEYS
-# Which way is better, per score (kid_std is a spread, not a score).
-DIRECTIONS = {"eval/fcn_pixel_acc": "maximize", "eval/fcn_class_acc": "maximize", "eval/fcn_iou": "maximize",
-              "eval/lpips": "minimize", "eval/ssim": "maximize", "eval/psnr": "maximize", "eval/l1": "minimize",
-              "eval/kid": "minimize", "eval/fid": "minimize"}
 
 
 @dataclass(frozen=True)
 class ScoreSettings:
-    metrics: tuple[str, ...] = ("fcn", "lpips", "ssim", "psnr", "l1")
+    metrics: tuple[str, ...] = contract.DEFAULT_METRICS
     batch_size: int = 8
     device: str = "cpu"
     weights_dir: str | None = None  # ImageNet backbones (see p2p.metrics.weights)
@@ -39,11 +29,11 @@ class ScoreSettings:
 
 def score_images(outputs: torch.Tensor, targets: torch.Tensor, settings: ScoreSettings,
                  labels: torch.Tensor | None = None, progress: bool = False) -> dict[str, float]:
-    """Scores over a set of uint8 (N, 3, H, W) images, keyed `eval/<name>`.
+    """Scores over a set of uint8 (N, 3, H, W) images, keyed as in `p2p.contract` (in its order).
 
     LPIPS, SSIM, PSNR and L1 are means of per-image values; the FCN scores (only with
     `labels`, the label maps the outputs were made from) come from one confusion matrix;
-    KID (with `eval/kid_std`) and FID compare the set of outputs with the set of targets.
+    KID (mean and spread over subsets) and FID compare the set of outputs with the set of targets.
     """
     if outputs.shape != targets.shape or outputs.dtype != torch.uint8 or targets.dtype != torch.uint8:
         raise ValueError(f"expected uint8 images of one shape, got {outputs.dtype} {tuple(outputs.shape)} "
@@ -56,19 +46,19 @@ def score_images(outputs: torch.Tensor, targets: torch.Tensor, settings: ScoreSe
             raise ValueError("FCN scores need ScoreSettings.fcn_scorer (see p2p.metrics.fcn_fit.ensure_fcn_scorer)")
         scorer = load_scorer(settings.fcn_scorer, settings.device)
         fcn = fcn_scores(scorer, outputs, labels, settings.batch_size, progress)
-        scores |= {f"eval/fcn_{k}": v for k, v in fcn.items()}
+        scores |= {s.key: fcn[s.part] for s in contract.scores_of("fcn")}
     if "lpips" in settings.metrics:
         from p2p.metrics.perceptual import lpips_distance, lpips_model
 
         model = lpips_model(settings.lpips_net, settings.weights_dir, settings.device)
         distances = lpips_distance(outputs, targets, model, settings.batch_size, progress)
-        scores["eval/lpips"] = float(distances.double().mean())
+        scores[contract.only_score_of("lpips").key] = float(distances.double().mean())
     per_image = {"ssim": image.ssim, "psnr": image.psnr, "l1": image.l1}
     for name, fn in per_image.items():
         if name in settings.metrics:
             values = torch.cat([fn(outputs[i : i + settings.batch_size], targets[i : i + settings.batch_size])
                                 for i in range(0, len(outputs), settings.batch_size)])
-            scores[f"eval/{name}"] = float(values.double().mean())
+            scores[contract.only_score_of(name).key] = float(values.double().mean())
     if "kid" in settings.metrics or "fid" in settings.metrics:
         scores |= distribution_scores(outputs, targets, settings, progress)
     return scores
@@ -76,7 +66,7 @@ def score_images(outputs: torch.Tensor, targets: torch.Tensor, settings: ScoreSe
 
 def distribution_scores(outputs: torch.Tensor, targets: torch.Tensor, settings: ScoreSettings,
                         progress: bool = False) -> dict[str, float]:
-    """`eval/kid`, `eval/kid_std` and/or `eval/fid`, from one Inception pass over each set."""
+    """KID (mean and spread) and/or FID, from one Inception pass over each set."""
     from p2p.errors import UserError
     from p2p.metrics import distribution
     from p2p.metrics.inception import inception_features, inception_network
@@ -89,7 +79,7 @@ def distribution_scores(outputs: torch.Tensor, targets: torch.Tensor, settings: 
     scores: dict[str, float] = {}
     if "kid" in settings.metrics:
         mean, std = distribution.kid(real, fake, settings.kid_subsets, settings.kid_subset_size)
-        scores |= {"eval/kid": mean, "eval/kid_std": std}
+        scores |= {s.key: {"mean": mean, "std": std}[s.part] for s in contract.scores_of("kid")}
     if "fid" in settings.metrics:
-        scores["eval/fid"] = distribution.fid(real, fake)
+        scores[contract.only_score_of("fid").key] = distribution.fid(real, fake)
     return scores

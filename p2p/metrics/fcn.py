@@ -17,8 +17,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from p2p.errors import UserError
-from p2p.metrics.segmentation import Palette, confusion_matrix, labels_to_classes, palette_from_dict, \
-    segmentation_scores
+from p2p.metrics.segmentation import Palette, confusion_matrix, labels_to_classes, palette_from_dict, segmentation_scores
 
 FORMAT = "p2p-fcn-scorer/1"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

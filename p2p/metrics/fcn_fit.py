@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ from typing import Optional
 
 import torch
 import torch.nn.functional as F
+from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from p2p import checkpoint, data
@@ -27,8 +26,7 @@ from p2p.config import DataConfig, RunConfig, data_root
 from p2p.errors import UserError
 from p2p.metrics import weights
 from p2p.metrics.fcn import FCN8s, FcnScorer, fcn_scores, scorer_state
-from p2p.metrics.segmentation import Palette, confusion_matrix, find_palette, labels_to_classes, load_palette, \
-    segmentation_scores
+from p2p.metrics.segmentation import Palette, confusion_matrix, find_palette, labels_to_classes, load_palette, segmentation_scores
 
 LABELS_TO_PHOTO = "BtoA"  # pix2pix releases put the label map in the B (right) half: facades, cityscapes
 
@@ -116,18 +114,18 @@ def scorer_for_run(cfg: RunConfig, progress: bool = True) -> Path | None:
 
 @contextlib.contextmanager
 def file_lock(path: Path):
+    """`path`'s lock file (`<name>.lock` beside it) held for the block; says so when another process has it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = path.with_name(path.name + ".lock")
-    with open(lock_path, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"p2p: waiting for another process fitting {path.name}", file=sys.stderr, flush=True)
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    lock = FileLock(path.with_name(path.name + ".lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"p2p: waiting for another process fitting {path.name}", file=sys.stderr, flush=True)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 # ---------------------------------------------------------------- fitting

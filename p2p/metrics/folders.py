@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from p2p import data
+from p2p import contract, data
 from p2p.config import DataConfig
 from p2p.errors import UserError
 from p2p.metrics import ScoreSettings, score_images
@@ -59,19 +59,18 @@ def read_stack(files: list[Path], role: str, like: torch.Tensor | None = None,
     return torch.stack(images)
 
 
-PAIRED_METRICS = ("lpips", "ssim", "psnr", "l1")  # what `p2p score` computes unless told (+ fcn with labels)
+# What `p2p score` computes unless told: the default scores that compare image pairs (+ fcn with labels).
+PAIRED_METRICS = tuple(m for m in contract.DEFAULT_METRICS if m != "fcn")
 
 
 def parse_metrics(text: str | None, with_labels: bool) -> tuple[str, ...]:
-    """`--metrics a,b,c` -> names from config.KNOWN_METRICS; None: the paired scores (and fcn with labels)."""
-    from p2p.config import KNOWN_METRICS
-
+    """`--metrics a,b,c` -> `eval.metrics` entries (p2p.contract); None: the paired scores (and fcn with labels)."""
     if text is None:
         return ("fcn", *PAIRED_METRICS) if with_labels else PAIRED_METRICS
     names = tuple(dict.fromkeys(name.strip() for name in text.split(",") if name.strip()))
-    unknown = [name for name in names if name not in KNOWN_METRICS]
+    unknown = [name for name in names if name not in contract.METRICS]
     if unknown or not names:
-        raise UserError(f"--metrics {text!r}: expected a comma-separated list from {', '.join(KNOWN_METRICS)}")
+        raise UserError(f"--metrics {text!r}: expected a comma-separated list from {', '.join(contract.METRICS)}")
     if "fcn" in names and not with_labels:
         raise UserError("--metrics fcn: FCN scores need the label maps the outputs were made from (--labels DIR)")
     return names

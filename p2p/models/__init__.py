@@ -1,47 +1,20 @@
-"""Model factories: build networks from config, like timm's `create_model`."""
+"""Networks from a config, like timm's `create_model`: `create_generator`, `create_discriminator`.
+
+The factories (`p2p.models.factory`) are imported on first use, with torch: `p2p.models.geometry`,
+which the config schema reads to check a crop against the networks, stays free of it.
+"""
 
 from __future__ import annotations
 
-import torch.nn as nn
+from typing import Any
 
-from p2p import streams
-from p2p.config import RunConfig, discriminator_layers
-from p2p.models.discriminators import PatchDiscriminator
-from p2p.models.generators import ResnetGenerator, UNetGenerator
-from p2p.models.layers import init_weights
+_FACTORY = ("channels", "count_parameters", "create_discriminator", "create_generator")
+__all__ = list(_FACTORY)
 
 
-def channels(cfg: RunConfig) -> tuple[int, int]:
-    """(input channels, output channels) of the translation."""
-    return (1 if cfg.data.task == "colorization" else 3), 3
+def __getattr__(name: str) -> Any:
+    if name in _FACTORY:
+        from p2p.models import factory
 
-
-def create_generator(cfg: RunConfig, init: bool = True) -> nn.Module:
-    g = cfg.model.generator
-    in_ch, out_ch = channels(cfg)
-    if g.arch in ("unet", "encoder_decoder"):
-        net = UNetGenerator(in_ch, out_ch, cfg.data.crop_size, g.ngf, g.norm, g.dropout, skip=g.arch == "unet",
-                            dropout_at=g.dropout_at)
-    else:
-        blocks = 6 if g.arch == "resnet_6blocks" else 9
-        net = ResnetGenerator(in_ch, out_ch, g.ngf, g.norm, g.dropout, n_blocks=blocks)
-    if init:  # from the run seed's own stream: the same weights in every cell with this architecture
-        init_weights(net, cfg.model.init_gain, streams.generator(cfg.seed, streams.INIT_GENERATOR))
-    return net
-
-
-def create_discriminator(cfg: RunConfig, init: bool = True) -> nn.Module:
-    """A conditional D sees input and output stacked on channels; an unconditional one only the output."""
-    d = cfg.model.discriminator
-    in_ch, out_ch = channels(cfg)
-    net = PatchDiscriminator(in_ch + out_ch if cfg.loss.conditional else out_ch, d.ndf, discriminator_layers(d), d.norm)
-    if init:
-        init_weights(net, cfg.model.init_gain, streams.generator(cfg.seed, streams.INIT_DISCRIMINATOR))
-    return net
-
-
-def count_parameters(net: nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())
-
-
-__all__ = ["create_generator", "create_discriminator", "count_parameters", "channels"]
+        return getattr(factory, name)
+    raise AttributeError(f"module 'p2p.models' has no attribute {name!r}")

@@ -112,7 +112,8 @@ class ResnetGenerator(nn.Module):
                  dropout: float = 0.0, n_blocks: int = 9):
         super().__init__()
         bias = conv_bias(norm)
-        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7, bias=bias), norm_layer(norm, ngf), nn.ReLU(True)]
+        layers: list[nn.Module] = [nn.ReflectionPad2d(3), nn.Conv2d(in_channels, ngf, 7, bias=bias), norm_layer(norm, ngf),
+                                   nn.ReLU(True)]
         for i in range(2):
             mult = 2**i
             layers += [nn.Conv2d(ngf * mult, ngf * mult * 2, 3, stride=2, padding=1, bias=bias),

@@ -18,9 +18,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from p2p import contract
 from p2p.config import RunConfig
 from p2p.errors import UserError
-from p2p.sweep.spec import OBJECTIVES, SweepJob, SweepSpec, TrialKey, check_cli_overrides, grid, load_spec, trial_config
+from p2p.sweep.spec import SweepJob, SweepSpec, TrialKey, check_cli_overrides, grid, load_spec, trial_config
 
 POLL_S = 3.0  # seconds between looks at the study (a finished trial's line appears within this)
 STORAGE_ENV, DEFAULT_DB = "P2P_SWEEP_STORAGE", "optuna.db"
@@ -109,7 +110,7 @@ def make_plan(spec: SweepSpec, scale: str, overrides: list[str]) -> Plan:
         low = {p.key: (p.choices[0] if p.choices is not None else (int(p.low) if p.integer else p.low))
                for p in spec.search.params}
         trial_config(spec, scale, low, seed, overrides)  # the searched keys exist and take these values
-    metric_source = OBJECTIVES[spec.objective][0]
+    metric_source = contract.score(spec.objective).metric
     for name, cfg in configs.items():
         if metric_source not in cfg.eval.metrics:
             raise UserError(f"{spec.path}: key 'objective.metric' is {spec.objective}, which needs '{metric_source}' "
@@ -222,6 +223,8 @@ def _watch(plan: Plan, study, procs: list[subprocess.Popen], progress: bool) -> 
     """One bar over all epochs of all trials (every worker's, on every machine) and a line per finished trial."""
     from tqdm import tqdm
 
+    from p2p.sweep import study as studies
+
     total = sum(plan.epochs(k.cell) for k in plan.keys) or plan.trial_count * plan.epochs("base")
     trials = study.get_trials(deepcopy=False)
     seen = {t.number for t in trials if t.state.is_finished()}
@@ -233,7 +236,7 @@ def _watch(plan: Plan, study, procs: list[subprocess.Popen], progress: bool) -> 
         while True:
             running = [p for p in procs if p.poll() is None]
             trials = study.get_trials(deepcopy=False)
-            retried = {n for t in trials for n in t.system_attrs.get("retry_history", ())}
+            retried = studies.retried_numbers(trials)
             for trial in trials:
                 if trial.state.is_finished() and trial.number not in seen:
                     if running and trial.state.name == "FAIL" and trial.number not in (retried | pending):

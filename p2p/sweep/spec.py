@@ -2,34 +2,27 @@
 
 A spec names a base run config, the cells of one factor (values of one dotted key, or
 named variants each a set of overrides), the seeds, per-scale settings and the objective;
-or, instead of cells, an Optuna `search` over some keys. Nothing here imports torch or
-optuna, so reading and checking a spec (and `--dry-run`'s table) is instant.
+or, instead of cells, an Optuna `search` over some keys. It is read by the schema engine of
+run configs (`p2p.schema`), and nothing here imports torch or optuna, so reading and checking
+a spec (and `--dry-run`'s table) is instant.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional, Union
 
+from p2p import contract
 from p2p.config import RunConfig, load_config, load_yaml, parse_override, replace
 from p2p.errors import UserError
-
-# Scores a sweep can optimise, and which way is better (`eval.metrics` entry that produces each).
-OBJECTIVES = {
-    "eval/fcn_pixel_acc": ("fcn", "maximize"), "eval/fcn_class_acc": ("fcn", "maximize"),
-    "eval/fcn_iou": ("fcn", "maximize"), "eval/lpips": ("lpips", "minimize"), "eval/ssim": ("ssim", "maximize"),
-    "eval/psnr": ("psnr", "maximize"), "eval/l1": ("l1", "minimize"),
-}
-SAMPLERS = ("tpe", "random")
-PRUNERS = ("median", "none")
+from p2p.schema import Invalid, build, entry, flatten
 
 
 @dataclass(frozen=True)
 class Cell:
-    """One level of the factor: a readable name (the `p2p.cell` tag) and the overrides that make it."""
+    """One level of the factor: a readable name (its runs' cell tag) and the overrides that make it."""
 
     name: str
     overrides: dict[str, Any]
@@ -53,12 +46,14 @@ class SearchParam:
 
 @dataclass(frozen=True)
 class Search:
+    """An Optuna search (its settings as in `SearchFile`)."""
+
     params: tuple[SearchParam, ...]
     trials: int
-    sampler: str = "tpe"
-    pruner: str = "median"
-    startup_trials: int = 4  # trials sampled at random (and never pruned) before TPE and pruning start
-    warmup_epochs: int = 1  # epochs a trial runs before it can be pruned
+    sampler: str
+    pruner: str
+    startup_trials: int
+    warmup_epochs: int
 
 
 @dataclass(frozen=True)
@@ -67,7 +62,6 @@ class SweepSpec:
     path: Path
     base: Path
     description: str
-    factor_key: Optional[str]  # set when the cells are values of one key
     cells: tuple[Cell, ...]  # empty for a search
     seeds: tuple[int, ...]
     objective: str
@@ -160,10 +154,105 @@ def check_cli_overrides(spec: SweepSpec, cli_overrides: list[str]) -> None:
                             "change the cells in the spec instead")
 
 
-# ---------------------------------------------------------------- loading and checking
+# ---------------------------------------------------------------- the spec file's schema
+
+SEEDS = "a count >= 1 or a list of distinct seeds >= 0"
 
 
-SPEC_KEYS = ("name", "description", "base", "factor", "cells", "seeds", "objective", "scales", "search")
+def _valid_seeds(raw: Any) -> bool:
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        return raw >= 1
+    return (isinstance(raw, list) and bool(raw) and len(set(raw)) == len(raw)
+            and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in raw))
+
+
+def _seed_tuple(raw: int | list[int]) -> tuple[int, ...]:
+    return tuple(range(raw)) if isinstance(raw, int) else tuple(raw)
+
+
+@dataclass(frozen=True)
+class FactorFile:
+    description: str = ""
+    key: Optional[str] = None  # cells as values of this dotted key ...
+    cell_name: str = "{value}"  # ... named by this template
+
+
+@dataclass(frozen=True)
+class ObjectiveFile:
+    metric: str = entry(check=lambda m: m in contract.OBJECTIVES, expected="one of " + ", ".join(contract.OBJECTIVES))
+    direction: Optional[Literal["maximize", "minimize"]] = None  # None: the score's own
+
+
+@dataclass(frozen=True)
+class ScaleFile:
+    seeds: Any = entry(None, check=_valid_seeds, expected=SEEDS)
+    overrides: Optional[dict[str, Any]] = entry(None, alias="set", expected="a mapping of config keys")
+
+
+@dataclass(frozen=True)
+class SearchParamFile:
+    low: Optional[float] = None
+    high: Optional[float] = None
+    log: bool = False
+    integer: bool = entry(False, alias="int")
+    choices: Optional[list[Any]] = None
+
+    def check(self) -> None:
+        if self.choices is not None:
+            if not self.choices or self.low is not None or self.high is not None:
+                raise Invalid("choices", "a non-empty list (and no range)", self.choices)
+            return
+        if self.low is None or self.high is None or not self.low < self.high:
+            raise Invalid("", "numbers low < high", shown=f"{self.low!r}, {self.high!r}")
+        if self.log and self.low <= 0:
+            raise Invalid("low", "a number > 0 for a log range", self.low)
+
+
+@dataclass(frozen=True)
+class SearchFile:
+    params: dict[str, Union[list[Any], SearchParamFile]] = entry(
+        check=bool, expected="a mapping of config keys to ranges")  # a list: {choices: [...]}
+    trials: int = entry(ge=1)
+    sampler: Literal["tpe", "random"] = "tpe"
+    pruner: Literal["median", "none"] = "median"
+    startup_trials: int = entry(4, ge=0)  # trials sampled at random (and never pruned) before TPE and pruning start
+    warmup_epochs: int = entry(1, ge=0)  # epochs a trial runs before it can be pruned
+
+
+@dataclass(frozen=True)
+class SpecFile:
+    """A sweep spec as written (README, "Write a sweep")."""
+
+    base: str = entry(expected="the path of a run config (relative to the spec)")
+    objective: ObjectiveFile = entry(
+        expected=f"a mapping with metric (e.g. {contract.HEADLINE.key}) and optionally direction")
+    name: Optional[str] = None  # default: the file name
+    description: str = ""
+    factor: FactorFile = entry(factory=FactorFile,
+                               expected="a mapping with description (and key, cell_name for a list of values)")
+    cells: Union[list[Any], dict[str, Optional[dict[str, Any]]], None] = entry(
+        None, expected="a list of values (with factor.key) or a mapping of named cells to overrides")
+    seeds: Any = entry(1, check=_valid_seeds, expected=SEEDS)
+    scales: Optional[dict[str, Optional[ScaleFile]]] = entry(
+        None, expected="a mapping of scale name (cpu, paper) to settings")
+    search: Optional[dict[str, Any]] = entry(None, expected="a mapping with params and trials")  # read as SearchFile
+
+    def check(self) -> None:
+        if (self.cells is None) == (self.search is None):
+            raise Invalid(text="expected either 'cells' (a grid over one factor) or 'search' (an Optuna search)")
+        key, template = self.factor.key, self.factor.cell_name
+        if isinstance(self.cells, list):
+            if not key:
+                raise Invalid(text="key 'factor.key' is needed for a list of cell values (the dotted key they set)")
+            if "{value" not in template:
+                raise Invalid("factor.cell_name", "a name template such as '{value}x{value}'", template)
+        elif self.cells is not None and key is not None:
+            raise Invalid(text="key 'factor.key' applies to a list of values; named cells carry their own keys")
+        if self.search is not None and (key is not None or template != "{value}"):
+            raise Invalid(text="key 'factor.key' applies to a list of cells, not to a search")
+
+
+# ---------------------------------------------------------------- loading
 
 
 def load_spec(path: str | Path, name: str | None = None) -> SweepSpec:
@@ -171,99 +260,36 @@ def load_spec(path: str | Path, name: str | None = None) -> SweepSpec:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: sweep spec not found (the specs are in sweeps/)")
-    data = load_yaml(path)
     src = str(path)
-
-    def bad(key: str, expected: str, got: Any) -> UserError:
-        return UserError(f"{src}: key '{key}' expected {expected}, got {got!r}")
-
-    for key in data:
-        if key not in SPEC_KEYS:
-            raise UserError(f"{src}: unknown key '{key}' (expected one of: {', '.join(sorted(SPEC_KEYS))})")
-    sweep_name = name or data.get("name", path.stem)
-    if not isinstance(sweep_name, str) or not sweep_name or any(c in sweep_name for c in "/\\ "):
-        raise bad("name", "a name without spaces or slashes", sweep_name)
-    description = data.get("description", "")
-    if not isinstance(description, str):
-        raise bad("description", "text", description)
-
-    base = data.get("base")
-    if not isinstance(base, str):
-        raise bad("base", "the path of a run config (relative to the spec)", base)
-    base_path = (path.parent / base).resolve()
+    data = load_yaml(path)
+    raw = build(SpecFile, {**data, "name": name} if name else data, src)
+    sweep_name = raw.name or path.stem
+    if not sweep_name or any(c in sweep_name for c in "/\\ "):
+        raise UserError(Invalid("name", "a name without spaces or slashes", sweep_name).message(src))
+    base_path = (path.parent / raw.base).resolve()
     if not base_path.is_file():
         raise UserError(f"{src}: key 'base': no run config at {base_path}")
-
-    factor = data.get("factor", {})
-    if not isinstance(factor, dict):
-        raise bad("factor", "a mapping with description (and key, cell_name for a list of values)", factor)
-    for key in factor:
-        if key not in ("description", "key", "cell_name"):
-            raise UserError(f"{src}: unknown key 'factor.{key}' (expected one of: cell_name, description, key)")
-    description = description or factor.get("description", "")
-
-    if ("cells" in data) == ("search" in data):
-        raise UserError(f"{src}: expected either 'cells' (a grid over one factor) or 'search' (an Optuna search)")
-    cells: tuple[Cell, ...] = ()
-    search = None
-    if "cells" in data:
-        cells = _cells(data["cells"], factor, src)
-    else:
-        search = _search(data["search"], src)
-        if "key" in factor or "cell_name" in factor:
-            raise UserError(f"{src}: key 'factor.key' applies to a list of cells, not to a search")
-
-    seeds = _seeds(data.get("seeds", 1), "seeds", src)
-    objective = data.get("objective")
-    if not isinstance(objective, dict) or not isinstance(objective.get("metric"), str):
-        raise bad("objective", "a mapping with metric (e.g. eval/fcn_iou) and optionally direction", objective)
-    for key in objective:
-        if key not in ("metric", "direction"):
-            raise UserError(f"{src}: unknown key 'objective.{key}' (expected one of: direction, metric)")
-    metric = objective["metric"]
-    if metric not in OBJECTIVES:
-        raise bad("objective.metric", "one of " + ", ".join(OBJECTIVES), metric)
-    direction = objective.get("direction", OBJECTIVES[metric][1])
-    if direction not in ("maximize", "minimize"):
-        raise bad("objective.direction", "maximize or minimize", direction)
-
-    scales_data = data.get("scales", {}) or {}
-    if not isinstance(scales_data, dict):
-        raise bad("scales", "a mapping of scale name (cpu, paper) to settings", scales_data)
-    scales = {str(k): _scale(v, f"scales.{k}", src) for k, v in scales_data.items()}
+    search = _search(build(SearchFile, raw.search, src, "search."), src) if raw.search is not None else None
+    seeds = _seed_tuple(raw.seeds)
+    scales = {str(k): ScaleSettings(seeds=_seed_tuple(v.seeds) if v is not None and v.seeds is not None else None,
+                                    overrides=flatten(v.overrides or {}, keep_empty=False) if v is not None else {})
+              for k, v in (raw.scales or {}).items()}
     if search is not None:
         for where, value in [("seeds", seeds)] + [(f"scales.{k}.seeds", s.seeds) for k, s in scales.items()]:
             if value is not None and len(value) != 1:
-                raise bad(where, "one seed for a search (each trial trains one run)", list(value))
+                raise UserError(Invalid(where, "one seed for a search (each trial trains one run)", value).message(src))
+    metric = raw.objective.metric
+    return SweepSpec(name=sweep_name, path=path, base=base_path, description=raw.description or raw.factor.description,
+                     cells=_cells(raw, src) if raw.cells is not None else (), seeds=seeds, objective=metric,
+                     direction=raw.objective.direction or contract.score(metric).direction, scales=scales,
+                     search=search)
 
-    return SweepSpec(name=sweep_name, path=path, base=base_path, description=description,
-                     factor_key=factor.get("key"), cells=cells, seeds=seeds, objective=metric, direction=direction,
-                     scales=scales, search=search)
 
-
-def _cells(raw: Any, factor: dict, src: str) -> tuple[Cell, ...]:
-    key = factor.get("key")
-    template = factor.get("cell_name", "{value}")
-    if isinstance(raw, list):
-        if not isinstance(key, str) or not key:
-            raise UserError(f"{src}: key 'factor.key' is needed for a list of cell values (the dotted key they set)")
-        if not isinstance(template, str) or "{value" not in template:
-            raise UserError(f"{src}: key 'factor.cell_name' expected a name template such as '{{value}}x{{value}}', "
-                            f"got {template!r}")
-        cells = [Cell(template.format(value=v), {key: v}) for v in raw]
-    elif isinstance(raw, dict):
-        if key is not None:
-            raise UserError(f"{src}: key 'factor.key' applies to a list of values; named cells carry their own keys")
-        cells = []
-        for name, overrides in raw.items():
-            if overrides is None:
-                overrides = {}
-            if not isinstance(overrides, dict):
-                raise UserError(f"{src}: key 'cells.{name}' expected a mapping of config keys, got {overrides!r}")
-            cells.append(Cell(str(name), _dotted(overrides)))
+def _cells(raw: SpecFile, src: str) -> tuple[Cell, ...]:
+    if isinstance(raw.cells, list):
+        cells = [Cell(raw.factor.cell_name.format(value=v), {raw.factor.key: v}) for v in raw.cells]
     else:
-        raise UserError(f"{src}: key 'cells' expected a list of values (with factor.key) or a mapping of "
-                        f"named cells to overrides, got {raw!r}")
+        cells = [Cell(str(name), flatten(overrides or {}, keep_empty=False)) for name, overrides in raw.cells.items()]
     if not cells:
         raise UserError(f"{src}: key 'cells' expected at least one cell")
     names = [c.name for c in cells]
@@ -275,102 +301,13 @@ def _cells(raw: Any, factor: dict, src: str) -> tuple[Cell, ...]:
     return tuple(cells)
 
 
-def _dotted(data: dict, prefix: str = "") -> dict[str, Any]:
-    """Nested or dotted overrides -> dotted keys (no config key holds a mapping)."""
-    flat: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            flat.update(_dotted(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def _seeds(raw: Any, where: str, src: str) -> tuple[int, ...]:
-    if isinstance(raw, int) and not isinstance(raw, bool) and raw >= 1:
-        return tuple(range(raw))
-    if (isinstance(raw, list) and raw and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in raw)
-            and len(set(raw)) == len(raw)):
-        return tuple(raw)
-    raise UserError(f"{src}: key '{where}' expected a count >= 1 or a list of distinct seeds >= 0, got {raw!r}")
-
-
-def _scale(raw: Any, where: str, src: str) -> ScaleSettings:
-    if raw is None:
-        return ScaleSettings()
-    if not isinstance(raw, dict):
-        raise UserError(f"{src}: key '{where}' expected a mapping with seeds and/or set, got {raw!r}")
-    for key in raw:
-        if key not in ("seeds", "set"):
-            raise UserError(f"{src}: unknown key '{where}.{key}' (expected one of: seeds, set)")
-    seeds = _seeds(raw["seeds"], f"{where}.seeds", src) if "seeds" in raw else None
-    overrides = raw.get("set", {}) or {}
-    if not isinstance(overrides, dict):
-        raise UserError(f"{src}: key '{where}.set' expected a mapping of config keys, got {overrides!r}")
-    return ScaleSettings(seeds=seeds, overrides=_dotted(overrides))
-
-
-SEARCH_KEYS = ("params", "trials", "sampler", "pruner", "startup_trials", "warmup_epochs")
-
-
-def _search(raw: Any, src: str) -> Search:
-    if not isinstance(raw, dict):
-        raise UserError(f"{src}: key 'search' expected a mapping with params and trials, got {raw!r}")
-    for key in raw:
-        if key not in SEARCH_KEYS:
-            raise UserError(f"{src}: unknown key 'search.{key}' (expected one of: {', '.join(SEARCH_KEYS)})")
-    params_raw = raw.get("params")
-    if not isinstance(params_raw, dict) or not params_raw:
-        raise UserError(f"{src}: key 'search.params' expected a mapping of config keys to ranges, got {params_raw!r}")
-    params = tuple(_search_param(k, v, src) for k, v in params_raw.items())
-    trials = raw.get("trials")
-    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
-        raise UserError(f"{src}: key 'search.trials' expected an integer >= 1, got {trials!r}")
-    sampler, pruner = raw.get("sampler", "tpe"), raw.get("pruner", "median")
-    if sampler not in SAMPLERS:
-        raise UserError(f"{src}: key 'search.sampler' expected one of {', '.join(SAMPLERS)}, got {sampler!r}")
-    if pruner not in PRUNERS:
-        raise UserError(f"{src}: key 'search.pruner' expected one of {', '.join(PRUNERS)}, got {pruner!r}")
-    counts = {}
-    for key in ("startup_trials", "warmup_epochs"):
-        value = raw.get(key, Search.__dataclass_fields__[key].default)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise UserError(f"{src}: key 'search.{key}' expected an integer >= 0, got {value!r}")
-        counts[key] = value
-    return Search(params=params, trials=trials, sampler=sampler, pruner=pruner, **counts)
-
-
-def _search_param(key: str, raw: Any, src: str) -> SearchParam:
-    where = f"search.params.{key}"
-    if isinstance(raw, list):
-        raw = {"choices": raw}
-    if not isinstance(raw, dict):
-        raise UserError(f"{src}: key '{where}' expected {{low, high[, log, int]}} or {{choices: [...]}}, got {raw!r}")
-    for k in raw:
-        if k not in ("low", "high", "log", "int", "choices"):
-            raise UserError(f"{src}: unknown key '{where}.{k}' (expected one of: choices, high, int, log, low)")
-    if "choices" in raw:
-        choices = raw["choices"]
-        if not isinstance(choices, list) or not choices or len(raw) > 1:
-            raise UserError(f"{src}: key '{where}.choices' expected a non-empty list (and no range), got {choices!r}")
-        return SearchParam(key=key, choices=tuple(choices))
-    low, high = _number(raw.get("low")), _number(raw.get("high"))
-    if low is None or high is None or not low < high:
-        raise UserError(f"{src}: key '{where}' expected numbers low < high, got {raw.get('low')!r}, {raw.get('high')!r}")
-    log, integer = raw.get("log", False), raw.get("int", False)
-    if not isinstance(log, bool) or not isinstance(integer, bool):
-        raise UserError(f"{src}: key '{where}' expected log and int to be true or false")
-    if log and low <= 0:
-        raise UserError(f"{src}: key '{where}.low' expected a number > 0 for a log range, got {low!r}")
-    return SearchParam(key=key, low=low, high=high, log=log, integer=integer)
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-        try:
-            value = float(value)
-        except ValueError:
-            return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return float(value)
-    return None
+def _search(raw: SearchFile, src: str) -> Search:
+    params = []
+    for key, value in raw.params.items():
+        if isinstance(value, list):  # a list of choices
+            value = build(SearchParamFile, {"choices": value}, src, f"search.params.{key}.")
+        choices = tuple(value.choices) if value.choices is not None else None
+        params.append(SearchParam(key=key, low=value.low, high=value.high, log=value.log, integer=value.integer,
+                                  choices=choices))
+    return Search(params=tuple(params), trials=raw.trials, sampler=raw.sampler, pruner=raw.pruner,
+                  startup_trials=raw.startup_trials, warmup_epochs=raw.warmup_epochs)

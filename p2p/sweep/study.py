@@ -1,7 +1,8 @@
 """The Optuna side of a sweep: storage, the study, its queue of trials, heartbeats.
 
-This package is the only place that imports optuna. A grid sweep enqueues each (cell, seed)
-as one fixed trial, keyed by the user attrs `p2p.cell` and `p2p.seed`; workers claim WAITING
+This package is the only place that imports optuna, and this module the only one that touches
+Optuna's private parts (`trial_id`, `retry_history`). A grid sweep enqueues each (cell, seed)
+as one fixed trial, keyed by its cell and seed user attrs (p2p.contract.Attr); workers claim WAITING
 trials one at a time (the storage switches WAITING -> RUNNING for exactly one of them), and
 heartbeats let any worker notice a trial whose worker died, fail it and queue a copy, which
 then resumes from the trial's checkpoint. A search spec asks Optuna for new trials instead.
@@ -10,7 +11,6 @@ then resumes from the trial's checkpoint. A search spec asks Optuna for new tria
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import socket
 import threading
@@ -22,9 +22,12 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import optuna
+from filelock import FileLock
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, Trial, TrialState
 
+from p2p import contract
+from p2p.contract import Attr
 from p2p.errors import UserError, first_line, redact_url, scrub
 from p2p.sweep.spec import SweepSpec, TrialKey
 
@@ -34,14 +37,30 @@ STALE_RETRIES = 3  # a trial whose worker dies this many times is left failed (i
 DEFAULT_HEARTBEAT_S = 10
 
 # Trial user attrs.
-CELL, SEED, FAILURE, RUN_ID, EPOCH, WORKER = "p2p.cell", "p2p.seed", "p2p.failure", "p2p.run_id", "p2p.epoch", "p2p.worker"
-SECONDS = "p2p.seconds"
+CELL, SEED, FAILURE, RUN_ID, EPOCH, WORKER = Attr.CELL, Attr.SEED, Attr.FAILURE, Attr.RUN_ID, Attr.EPOCH, Attr.WORKER
+SECONDS = Attr.SECONDS
 # Study user attrs.
-SWEEP, SCALE, KIND, OVERRIDES, PARENT_RUN = "p2p.sweep", "p2p.scale", "p2p.kind", "p2p.set", "p2p.parent_run_id"
+SWEEP, SCALE, KIND, OVERRIDES, PARENT_RUN = Attr.SWEEP, Attr.SCALE, Attr.KIND, Attr.SET, Attr.PARENT_RUN
+study_name = contract.study_name
 
 
-def study_name(sweep: str, scale: str) -> str:
-    return f"{sweep}-{scale}"
+# ---------------------------------------------------------------- Optuna's private parts, wrapped here only
+
+
+def trial_id(trial: Trial | FrozenTrial) -> int:
+    """The storage's id of a trial: the storage API takes it, and Optuna has no public accessor (stable
+    across its versions)."""
+    return trial._trial_id
+
+
+def retry_history(trial: FrozenTrial) -> list[int]:
+    """Numbers of the trials this one is a retry copy of (set by Optuna's heartbeat retry callback)."""
+    return list(trial.system_attrs.get("retry_history", []))
+
+
+def retried_numbers(trials: list[FrozenTrial]) -> set[int]:
+    """Trials that a retry copy replaced (their worker died and the trial was queued again)."""
+    return {n for t in trials for n in retry_history(t)}
 
 
 def engine_url(url: str) -> str:
@@ -131,7 +150,8 @@ def storage_lock(url: str, name: str) -> Iterator[None]:
     """
     path = sqlite_path(url)
     if path is not None:
-        with _file_lock(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(path.with_name(path.name + ".lock")):
             yield
         return
     if url.startswith("postgres"):
@@ -157,18 +177,7 @@ def _claim_lock(storage: RDBStorage) -> contextlib.AbstractContextManager:
     FOR UPDATE); sqlite through pysqlite reads outside any transaction, so two processes could
     both see WAITING and both claim: there a lock file serialises them."""
     path = sqlite_path(storage.url)
-    return _file_lock(path, ".claim.lock") if path is not None else contextlib.nullcontext()
-
-
-@contextlib.contextmanager
-def _file_lock(db_path: Path, suffix: str = ".lock") -> Iterator[None]:
-    db_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(db_path.with_name(db_path.name + suffix), "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    return FileLock(path.with_name(path.name + ".claim.lock")) if path is not None else contextlib.nullcontext()
 
 
 # ---------------------------------------------------------------- the study
@@ -258,7 +267,7 @@ def failure_reason(trial: FrozenTrial) -> str:
 
 
 def stale_retries_exhausted(trial: FrozenTrial) -> bool:
-    return len(trial.system_attrs.get("retry_history", [])) >= STALE_RETRIES
+    return len(retry_history(trial)) >= STALE_RETRIES
 
 
 def key_states(trials: optuna.Study | list[FrozenTrial], keys: list[TrialKey]) -> dict[TrialKey, KeyState]:
@@ -309,11 +318,10 @@ def claim_waiting(study: optuna.Study, storage: RDBStorage) -> Trial | None:
     """
     with _claim_lock(storage):
         for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-            trial_id = frozen._trial_id  # no public accessor; stable across Optuna versions
             try:
-                if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
-                    storage.record_heartbeat(trial_id)
-                    return Trial(study, trial_id)
+                if storage.set_trial_state_values(trial_id(frozen), state=TrialState.RUNNING):
+                    storage.record_heartbeat(trial_id(frozen))
+                    return Trial(study, trial_id(frozen))
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue
     return None
@@ -329,7 +337,7 @@ def next_search_trial(study: optuna.Study, storage: RDBStorage, budget: int) -> 
     with _claim_lock(storage), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "heartbeat is supposed to be used with optimize": we beat ourselves
         trial = study.ask()
-        storage.record_heartbeat(trial._trial_id)
+        storage.record_heartbeat(trial_id(trial))
     return trial
 
 
@@ -339,7 +347,7 @@ def search_slots_used(study: optuna.Study) -> int:
     Workers that ask at the same moment may overshoot the budget by one trial each.
     """
     trials = study.get_trials(deepcopy=False)
-    replaced = {n for t in trials for n in t.system_attrs.get("retry_history", [])}
+    replaced = retried_numbers(trials)
     return sum(1 for t in trials if t.number not in replaced)
 
 
@@ -358,9 +366,9 @@ def _recover_stale(study: optuna.Study, storage: RDBStorage) -> None:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if WORKER not in trial.user_attrs and trial.datetime_start and datetime.now() - trial.datetime_start > grace:
             try:
-                if storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                if storage.set_trial_state_values(trial_id(trial), state=TrialState.FAIL):
                     with _settled_api():
-                        storage.get_heartbeat_stale_trial_callback()(study, storage.get_trial(trial._trial_id))
+                        storage.get_heartbeat_stale_trial_callback()(study, storage.get_trial(trial_id(trial)))
             except optuna.exceptions.UpdateFinishedTrialError:
                 pass
 
@@ -372,7 +380,7 @@ def has_unfinished(study: optuna.Study) -> bool:
 def release(storage: RDBStorage, trial: Trial) -> None:
     """Put an interrupted trial back in the queue (Ctrl-C): the next worker resumes it at once."""
     with contextlib.suppress(Exception):
-        storage.set_trial_state_values(trial._trial_id, state=TrialState.WAITING)
+        storage.set_trial_state_values(trial_id(trial), state=TrialState.WAITING)
 
 
 def worker_name() -> str:
@@ -388,9 +396,9 @@ def heartbeat(storage: RDBStorage, trial: Trial) -> Iterator[None]:
     def beat() -> None:
         while not stop.wait(interval):
             with contextlib.suppress(Exception):  # a missed beat is retried; 3 in a row mean stale
-                storage.record_heartbeat(trial._trial_id)
+                storage.record_heartbeat(trial_id(trial))
 
-    storage.record_heartbeat(trial._trial_id)
+    storage.record_heartbeat(trial_id(trial))
     thread = threading.Thread(target=beat, name="p2p-heartbeat", daemon=True)
     thread.start()
     try:
