@@ -4,9 +4,15 @@ Python turns only SIGINT into an exception (KeyboardInterrupt); SIGTERM, what `k
 command and most schedulers send, would end the process on the spot and leave its MLflow run
 RUNNING. `install()` makes both raise `Stopped`, a KeyboardInterrupt that knows which signal it
 was, so the trainer can mark its run KILLED with the reason and a sweep worker can put its trial
-back in the queue. A second signal while that cleanup runs is ignored: Ctrl-C reaches a sweep and
-its workers at once, and the sweep then sends its workers SIGTERM, which must not cut short the
-cleanup the first one started.
+back in the queue.
+
+Two rules keep that cleanup safe:
+- Inside `held()` (every call to a tracking store or the sweep storage, a checkpoint being
+  written) a stop waits until the block ends: an exception raised in the middle of a database
+  transaction would leave its lock held, and the cleanup's own writes would then wait on it.
+- Once stopping, another signal is ignored (Ctrl-C reaches a sweep and its workers at once, and
+  the sweep then sends its workers SIGTERM), unless it is the same signal again: the user insists,
+  and the process stops at once.
 """
 
 from __future__ import annotations
@@ -35,9 +41,12 @@ class _State:
 
 
 def _on_signal(signum: int, frame) -> None:
-    if _State.stopping is not None:
-        return  # already stopping: let that cleanup finish
-    if _State.held:
+    first = _State.stopping if _State.stopping is not None else _State.pending
+    if first is not None:
+        if signum != first:
+            return  # another signal while stopping: let the cleanup finish
+        _State.pending = None  # the same one again: stop at once, held or not
+    elif _State.held:
         _State.pending = signum
         return
     _State.stopping = signum
@@ -63,7 +72,10 @@ def install() -> Callable[[], None]:
 
 @contextlib.contextmanager
 def held() -> Iterator[None]:
-    """A short step that must not be cut in half (writing a checkpoint): a stop waits until it is done."""
+    """A step that must not be cut in half (a store's transaction, a checkpoint): a stop waits until it is done.
+
+    The stop is raised when the outermost block ends normally; a block that raises lets its own error go on.
+    """
     _State.held += 1
     try:
         yield

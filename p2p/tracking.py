@@ -67,9 +67,16 @@ def _summary(exc: BaseException, uri: str) -> str:
 
 
 def guarded(uri: str, what: str, call: Callable[[], T]) -> T:
-    """`call()`, with a failure of the store turned into one line that says what was being done and where."""
+    """`call()`, with a failure of the store turned into one line that says what was being done and where.
+
+    A stop signal waits for the call to end (p2p.signals.held): cut in half, a sqlite write keeps its lock
+    and the run could not be marked KILLED.
+    """
+    from p2p import signals
+
     try:
-        return call()
+        with signals.held():
+            return call()
     except TrackingError:
         raise
     except STORE_ERRORS as exc:

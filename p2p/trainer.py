@@ -184,7 +184,8 @@ def train(cfg: RunConfig, *, run_dir: Path | None = None, resume: bool = False, 
                     f"({exc.strerror or exc}); {_kept(run_dir, saved_epoch, 'once there is room')}") from None
             tracker.log_metrics(metrics, step=done)
             if on_epoch is not None:
-                on_epoch(done, metrics)
+                with signals.held():  # a sweep's callback writes to its storage: not to be cut in half
+                    on_epoch(done, metrics)
         bar.close()
         export_generator(run_dir, cfg, G)
         tracker.log_artifact(run_dir / checkpoint.GENERATOR)

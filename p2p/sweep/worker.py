@@ -37,22 +37,26 @@ def run_worker(job: SweepJob) -> int:
     join_sweep(job, study)
     idle_poll = min(2.0, float(job.heartbeat_s))
     while True:
-        studies.recover_stale(study, storage)
-        if job.spec.search is not None:
-            trial = studies.next_search_trial(study, storage, job.spec.search.trials)
-        else:
-            trial = studies.claim_waiting(study, storage)
-        if trial is None:
-            if not studies.has_unfinished(study):
-                return 0
-            time.sleep(idle_poll)  # others are running the last trials; one may die and come back
-            continue
-        trial.set_user_attr(studies.WORKER, studies.worker_name())
+        trial = None
         try:
+            with signals.held():  # a stop waits for the storage's writes (cut in half, they would keep its lock)
+                studies.recover_stale(study, storage)
+                if job.spec.search is not None:
+                    trial = studies.next_search_trial(study, storage, job.spec.search.trials)
+                else:
+                    trial = studies.claim_waiting(study, storage)
+                if trial is not None:
+                    trial.set_user_attr(studies.WORKER, studies.worker_name())
+                elif not studies.has_unfinished(study):
+                    return 0
+            if trial is None:
+                time.sleep(idle_poll)  # others are running the last trials; one may die and come back
+                continue
             with studies.heartbeat(storage, trial):
                 run_trial(job, study, trial)
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM: its run is KILLED with the reason, the trial queued again
-            studies.release(storage, trial)
+            if trial is not None:
+                studies.release(storage, trial)
             raise
 
 
@@ -101,24 +105,30 @@ def ensure_fcn_scorers(job: SweepJob) -> None:
 
 
 def run_trial(job: SweepJob, study: optuna.Study, trial: Trial) -> None:
+    """Train one trial and record how it ended. A stop signal (p2p.signals) may end the training at any
+    moment, but waits for the storage writes before and after it, which are never cut in half."""
     spec, started = job.spec, time.time()
-    cell, seed = _identity(job, trial)
+    with signals.held():
+        cell, seed = _identity(job, trial)
+        parent = study.user_attrs.get(studies.PARENT_RUN)
     tags = {"p2p.sweep": spec.name, "p2p.scale": job.scale, "p2p.cell": cell, "p2p.seed": seed}
     run_name = f"{cell} seed{seed}"
-    parent = study.user_attrs.get(studies.PARENT_RUN)
 
     def fail(reason: str) -> None:
-        _record_failed_run(spec.name, run_name, {**tags, "p2p.trial": trial.number}, parent, reason, started)
-        trial.set_user_attr(studies.FAILURE, reason[:2000])
-        study.tell(trial, state=TrialState.FAIL)
+        with signals.held():
+            _record_failed_run(spec.name, run_name, {**tags, "p2p.trial": trial.number}, parent, reason, started)
+            trial.set_user_attr(studies.FAILURE, reason[:2000])
+            study.tell(trial, state=TrialState.FAIL)
 
     try:
-        overrides = _trial_overrides(job, trial, cell)
+        with signals.held():
+            overrides = _trial_overrides(job, trial, cell)
         cfg = trial_config(spec, job.scale, overrides, seed, list(job.overrides), job.threads)
     except UserError as exc:
         return fail(str(exc))
     folder = run_dir(cfg.runtime.out_dir, spec.name, job.scale, cell, seed)
-    _prepare_run_dir(folder, spec.name, tags)
+    with signals.held():
+        _prepare_run_dir(folder, spec.name, tags)
     share_cores = bool(job.threads) and cfg.runtime.threads == job.threads  # the thread count is the worker's to set
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
@@ -139,8 +149,9 @@ def run_trial(job: SweepJob, study: optuna.Study, trial: Trial) -> None:
                        tags={**tags, "p2p.trial": str(trial.number)}, parent_run_id=parent, progress=False,
                        on_epoch=on_epoch, run_name=run_name)
     except StopTraining as stop:
-        trial.set_user_attr(studies.FAILURE, stop.reason)
-        study.tell(trial, state=TrialState.PRUNED)
+        with signals.held():
+            trial.set_user_attr(studies.FAILURE, stop.reason)
+            study.tell(trial, state=TrialState.PRUNED)
         return
     except (TrainingFault, UserError) as exc:
         return fail(str(exc))
@@ -148,6 +159,11 @@ def run_trial(job: SweepJob, study: optuna.Study, trial: Trial) -> None:
         traceback.print_exc(file=sys.stderr)
         return fail(f"{type(exc).__name__}: {exc}")
 
+    with signals.held():
+        _record_result(spec, study, trial, result, started)
+
+
+def _record_result(spec, study: optuna.Study, trial: Trial, result, started: float) -> None:
     tracking.RunTracker(result.run_id).set_tags({"p2p.trial": trial.number})  # the attempt that finished
     trial.set_user_attr(studies.RUN_ID, result.run_id)
     trial.set_user_attr(studies.SECONDS, round(time.time() - started, 1))
