@@ -12,9 +12,9 @@ import matplotlib.ticker  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from analysis.load import LABELS, LOWER_IS_BETTER  # noqa: E402,F401  (LABELS: figures.LABELS for callers)
 from analysis.samples import CellSamples  # noqa: E402
 from analysis.stats import t_interval  # noqa: E402
+from p2p import contract  # noqa: E402
 
 
 def scores_figure(trials: pd.DataFrame, cells: list[str], metrics: list[str], path: Path) -> Path | None:
@@ -37,8 +37,8 @@ def scores_figure(trials: pd.DataFrame, cells: list[str], metrics: list[str], pa
             if interval.n:
                 err = 0 if interval.n < 2 else interval.half_width
                 ax.errorbar(i, interval.mean, yerr=err, fmt="D", color="black", markersize=6, capsize=6, lw=1.5)
-        arrow = "lower is better" if metric in LOWER_IS_BETTER else "higher is better"
-        ax.set_title(f"{LABELS.get(metric, metric)} ({arrow})", fontsize=11)
+        arrow = "lower is better" if contract.lower_is_better(metric) else "higher is better"
+        ax.set_title(f"{contract.label(metric)} ({arrow})", fontsize=11)
         ax.set_xlabel("")
         ax.set_ylabel("")
         ax.tick_params(axis="x", rotation=30 if max(len(c) for c in cells) > 6 else 0)
@@ -56,7 +56,7 @@ def curves_figure(curves: pd.DataFrame, cells: list[str], path: Path) -> Path | 
     if curves.empty:
         return None
     sns.set_theme(style="whitegrid", context="notebook")
-    losses = [loss for loss in ("loss_D_real", "loss_D_fake", "loss_G_GAN", "loss_G_L1") if loss in set(curves["loss"])]
+    losses = [loss.name for loss in contract.LOSSES if loss.name in set(curves["loss"])]
     grid = sns.relplot(data=curves, x="epoch", y="value", hue="cell", hue_order=[c for c in cells if c in set(curves["cell"])],
                        col="loss", col_order=losses, col_wrap=min(4, len(losses)), kind="line",
                        errorbar=("pi", 100), height=3.2, aspect=1.15, facet_kws={"sharey": False},

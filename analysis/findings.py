@@ -11,17 +11,19 @@ from dataclasses import dataclass
 import pandas as pd
 
 from analysis import paper
-from analysis.load import LABELS, LOWER_IS_BETTER, SweepRuns
+from analysis.load import SweepRuns
 from analysis.power import Needed, load_effect_sizes, power_now, seeds_needed
 from analysis.stats import Difference, compare, holm, t_interval
+from p2p import contract
 
 ALPHA = 0.05  # family-wise, over the claims of one sweep
 
 
 def comparison_metric(runs: SweepRuns) -> str:
-    """FCN class IoU (the paper's headline score) where we have it, else the sweep's objective."""
-    if runs.finished.get("eval/fcn_iou") is not None and runs.finished["eval/fcn_iou"].notna().any():
-        return "eval/fcn_iou"
+    """The paper's headline score (FCN class IoU) where we have it, else the sweep's objective."""
+    headline = contract.HEADLINE.key
+    if runs.finished.get(headline) is not None and runs.finished[headline].notna().any():
+        return headline
     return runs.objective
 
 
@@ -145,13 +147,13 @@ class ClaimResult:
 
     @property
     def sign(self) -> int:
-        return -1 if self.metric in LOWER_IS_BETTER else 1
+        return -1 if contract.lower_is_better(self.metric) else 1
 
     @property
     def text(self) -> str:
         """'70x70 scores above 1x1 on FCN class IoU'."""
         side = "below" if self.sign < 0 else "above"
-        return f"{self.claim.better} scores {side} {self.claim.worse} on {LABELS.get(self.metric, self.metric)}"
+        return f"{self.claim.better} scores {side} {self.claim.worse} on {contract.label(self.metric)}"
 
     def tests(self) -> str:
         d = self.diff
@@ -205,7 +207,7 @@ def judge_all(runs: SweepRuns, metric: str, history: pd.DataFrame | None = None,
     adjusted = holm([d.p for d in diffs])
     k = len(claims)
     effect = load_effect_sizes().get(metric, math.nan)
-    sign = -1 if metric in LOWER_IS_BETTER else 1
+    sign = -1 if contract.lower_is_better(metric) else 1
     results = []
     for claim, diff, p_holm in zip(claims, diffs, adjusted):
         over = trend(history, claim.better, claim.worse, sign) if history is not None else None
@@ -233,7 +235,7 @@ def method_summary(results: list[ClaimResult]) -> str:
 
 
 def digits(metric: str) -> int:
-    return 2 if metric == "eval/psnr" else 3
+    return contract.digits(metric)
 
 
 def format_p(p: float) -> str:
@@ -262,7 +264,7 @@ def plan_lines(spec, scale: str) -> list[str]:
     metric = comparison_metric(runs)
     results = judge_all(runs, metric)
     k = len(results)
-    lines = [f"  findings so far on {LABELS.get(metric, metric)} ({len(runs.finished)} finished runs): Holm over "
+    lines = [f"  findings so far on {contract.label(metric)} ({len(runs.finished)} finished runs): Holm over "
              f"{k} claims; seeds for 80% power at alpha 0.05/{k} (observed difference, smallest effect "
              f"{results[0].effect:g})" if results else "  findings so far: no claims"]
     for r in results:

@@ -7,19 +7,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from p2p import tracking
+from p2p import contract, tracking
+from p2p.contract import Tag
 from p2p.errors import UserError
 
-SCORES = ["eval/fcn_pixel_acc", "eval/fcn_class_acc", "eval/fcn_iou", "eval/lpips", "eval/ssim", "eval/psnr",
-          "eval/l1"]
-LOWER_IS_BETTER = {"eval/lpips", "eval/l1"}
-LABELS = {"eval/fcn_pixel_acc": "FCN per-pixel acc.", "eval/fcn_class_acc": "FCN per-class acc.",
-          "eval/fcn_iou": "FCN class IoU", "eval/lpips": "LPIPS", "eval/ssim": "SSIM", "eval/psnr": "PSNR (dB)",
-          "eval/l1": "L1"}
+SCORES = [s.key for s in contract.REPORTED]  # the scores a report tabulates (what a default run logs)
 # Run params the report reads: how many test images each scoring pass used.
 EVAL_PARAMS = {"eval.every": "every", "eval.every_max_images": "every_max_images", "eval.max_images": "max_images",
                "optim.epochs": "epochs", "optim.decay_epochs": "decay_epochs"}
-LOSSES = ["train/loss_D_real", "train/loss_D_fake", "train/loss_G_GAN", "train/loss_G_L1"]
 
 
 @dataclass
@@ -33,7 +28,7 @@ class SweepRuns:
     seeds: list[int]  # expected
     objective: str
     direction: str
-    trials: pd.DataFrame  # one row per child run: run_id, cell, seed, status, failure, times, tags, eval/* scores
+    trials: pd.DataFrame  # one row per child run: run_id, cell, seed, status, failure, times, tags, SCORES
     spec_path: Path | None = None
     notes: list[str] = field(default_factory=list)
     parent_tags: dict[str, str] = field(default_factory=dict)
@@ -82,15 +77,15 @@ def load_sweep(sweep: str, scale: str | None = None, root: Path = Path("."), spe
         raise UserError(f"sweep '{sweep}': no sweeps/{sweep}.yaml and no MLflow experiment of that name "
                         f"in {tracking.tracking_uri()} (sweeps: {', '.join(known) or 'none'})")
     records = tracking.run_records(sweep) if exists else []
-    parents = [r for r in records if r["tags"].get("p2p.role") == "sweep" or
-               (tracking.PARENT_TAG not in r["tags"] and r["tags"].get("p2p.cell") is None)]
+    parents = [r for r in records if r["tags"].get(Tag.ROLE) == contract.ROLE_SWEEP or
+               (Tag.PARENT not in r["tags"] and r["tags"].get(Tag.CELL) is None)]
     if scale is None:
-        scales = [p["tags"].get("p2p.scale") for p in parents if p["tags"].get("p2p.scale")]
-        scales += [r["tags"].get("p2p.scale") for r in records if r["tags"].get("p2p.scale")]
+        scales = [p["tags"].get(Tag.SCALE) for p in parents if p["tags"].get(Tag.SCALE)]
+        scales += [r["tags"].get(Tag.SCALE) for r in records if r["tags"].get(Tag.SCALE)]
         scale = scales[0] if scales else "cpu"  # records come newest first
-    parent = next((p for p in parents if p["tags"].get("p2p.scale") == scale), None)
+    parent = next((p for p in parents if p["tags"].get(Tag.SCALE) == scale), None)
 
-    cells, seeds, objective, direction, notes = [], [], "eval/fcn_iou", "maximize", []
+    cells, seeds, objective, direction, notes = [], [], contract.HEADLINE.key, contract.HEADLINE.direction, []
     if path is not None:
         from p2p.sweep.spec import load_spec
 
@@ -104,12 +99,12 @@ def load_sweep(sweep: str, scale: str | None = None, root: Path = Path("."), spe
     rows = []
     for r in records:
         tags = r["tags"]
-        if "p2p.cell" not in tags or tags.get("p2p.scale", scale) != scale:
+        if Tag.CELL not in tags or tags.get(Tag.SCALE, scale) != scale:
             continue
-        row = {"run_id": r["run_id"], "run_name": r["run_name"], "cell": tags["p2p.cell"],
-               "seed": int(tags.get("p2p.seed", 0)), "status": r["status"], "failure": tags.get("p2p.failure", ""),
-               "start_time": r["start_time"], "end_time": r["end_time"], "parent": tags.get(tracking.PARENT_TAG),
-               "git_commit": tags.get("p2p.git_commit"), "machine": tags.get("p2p.machine")}
+        row = {"run_id": r["run_id"], "run_name": r["run_name"], "cell": tags[Tag.CELL],
+               "seed": int(tags.get(Tag.SEED, 0)), "status": r["status"], "failure": tags.get(Tag.FAILURE, ""),
+               "start_time": r["start_time"], "end_time": r["end_time"], "parent": tags.get(Tag.PARENT),
+               "git_commit": tags.get(Tag.GIT_COMMIT), "machine": tags.get(Tag.MACHINE)}
         row.update({short: r["params"].get(key) for key, short in EVAL_PARAMS.items()})
         row.update({k: r["metrics"].get(k) for k in SCORES})
         rows.append(row)
@@ -136,10 +131,9 @@ def loss_curves(runs: SweepRuns) -> pd.DataFrame:
     """Long frame of per-epoch training losses of the finished runs: cell, seed, epoch, loss, value."""
     rows = []
     for run in runs.finished.itertuples():
-        for key in LOSSES:
-            for step, value in tracking.metric_history(run.run_id, key):
-                rows.append({"cell": run.cell, "seed": run.seed, "epoch": step, "loss": key.split("/", 1)[1],
-                             "value": value})
+        for loss in contract.LOSSES:
+            for step, value in tracking.metric_history(run.run_id, loss.key):
+                rows.append({"cell": run.cell, "seed": run.seed, "epoch": step, "loss": loss.name, "value": value})
     return pd.DataFrame(rows, columns=["cell", "seed", "epoch", "loss", "value"])
 
 
@@ -151,5 +145,5 @@ def eval_history(runs: SweepRuns, metric: str) -> pd.DataFrame:
 
 
 def epoch_stamps(run_id: str) -> list[int]:
-    """When (ms) each epoch of a run was logged: `train/lr` is logged once per epoch."""
-    return sorted(m.timestamp for m in tracking.client().get_metric_history(run_id, "train/lr"))
+    """When (ms) each epoch of a run was logged: the learning rate is logged once per epoch."""
+    return sorted(m.timestamp for m in tracking.client().get_metric_history(run_id, contract.LR))

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import yaml
 
+from p2p import contract
+
 TABLES = Path(__file__).parent / "data" / "pix2pix-tables.yaml"
 # The paper's columns and the scores of ours that correspond to them.
-PAPER_METRICS = {"per_pixel_acc": "eval/fcn_pixel_acc", "per_class_acc": "eval/fcn_class_acc",
-                 "class_iou": "eval/fcn_iou"}
+PAPER_METRICS = {s.paper: s.key for s in contract.SCORES if s.paper}
 TABLE_NAMES = {"loss": "Table 1", "generator": "Table 2", "patchsize": "Table 3"}
 
 

@@ -9,22 +9,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import yaml
 from scipy import stats
 
 from analysis.stats import Difference
+from p2p import contract
 
-EFFECT_SIZES = Path(__file__).parent / "data" / "effect-sizes.yaml"
 TARGET_POWER = 0.8
 MIN_SEEDS, MAX_SEEDS = 2, 1000
 
 
-def load_effect_sizes(path: Path = EFFECT_SIZES) -> dict[str, float]:
-    """{score: the smallest difference between two cells worth detecting, in the score's units}."""
-    return {str(k): float(v) for k, v in yaml.safe_load(path.read_text()).items()}
+def load_effect_sizes() -> dict[str, float]:
+    """{score: the smallest difference between two cells worth detecting, in the score's units} (p2p.contract)."""
+    return {s.key: s.effect for s in contract.SCORES if s.effect is not None}
 
 
 def _two_sided(nc: np.ndarray, df: np.ndarray, alpha: float) -> np.ndarray:

@@ -18,8 +18,7 @@ import numpy as np
 from scipy import stats
 
 from analysis.power import first_reaching, paired_power
-
-from p2p import tracking
+from p2p import contract, tracking
 from p2p.errors import UserError
 
 PLATEAU_GAIN = 0.005  # FCN IoU gained over the next two epochs below which the curve has levelled off
@@ -62,12 +61,12 @@ def load_pilot(size: int, experiment: str = "protocol-pilot") -> Pilot:
     epoch_s, eval_s, final_eval_s = [], [], []
     for run in runs[:2]:
         images = int(float(run["params"].get("data.max_images", "null").replace("null", "400") or 400))
-        history = dict(tracking.metric_history(run["run_id"], "eval/fcn_iou"))
+        history = dict(tracking.metric_history(run["run_id"], contract.FCN_IOU.key))
         last = max(history)
         for epoch, value in history.items():
             iou.setdefault(epoch, []).append(value)
-        epoch_s += [images / rate for _, rate in tracking.metric_history(run["run_id"], "train/img_per_s")]
-        costs = dict(tracking.metric_history(run["run_id"], "train/eval_s"))
+        epoch_s += [images / rate for _, rate in tracking.metric_history(run["run_id"], contract.IMG_PER_S)]
+        costs = dict(tracking.metric_history(run["run_id"], contract.EVAL_S))
         eval_s += [c for e, c in costs.items() if e != last]
         final_eval_s.append(costs[last])
     subset = runs[0]["params"].get("eval.every_max_images")

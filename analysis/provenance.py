@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.load import SweepRuns
+from p2p.contract import Tag
 
 MAKE_SWEEPS = ("patchsize", "loss", "generator", "tricks")  # the Makefile's sweep-<name> targets
 DEFAULT_OUT = Path("reports")  # what `make report` writes to
@@ -57,14 +58,14 @@ def union_ms(spans: list[Span]) -> int:
 
 
 def split_set_tag(tag: str) -> list[str]:
-    """The parent run's `p2p.set` (the --set values joined by spaces) back into key=value items."""
+    """The parent run's set tag (the --set values joined by spaces) back into key=value items."""
     return [item for item in re.split(r"\s+(?=[A-Za-z_][\w.]*=)", tag.strip()) if item]
 
 
 def reproduce_commands(runs: SweepRuns, out_root: Path) -> list[str]:
     """The commands that rerun the sweep and rewrite this report."""
     name, scale = runs.name, runs.scale
-    sets = split_set_tag(runs.parent_tags.get("p2p.set", ""))
+    sets = split_set_tag(runs.parent_tags.get(Tag.SET, ""))
     if name in MAKE_SWEEPS and not sets and runs.spec_path is not None:
         sweep = f"make sweep-{name} SCALE={scale}"
     else:  # make passes no --set (and knows only the four sweeps): the p2p command itself
@@ -92,7 +93,7 @@ class Provenance:
     def lines(self) -> list[str]:
         commits = ", ".join(f"`{c[:12]}` ({n} run{'s' if n > 1 else ''})" for c, n in self.commits) or "unknown"
         machines = "; ".join(f"{m} ({n} run{'s' if n > 1 else ''})" for m, n in self.machines) or \
-            "unknown (the runs carry no p2p.machine tag)"
+            f"unknown (the runs carry no {Tag.MACHINE} tag)"
         dates = f"{_date(self.first_start)} to {_date(self.last_end)} UTC" if self.first_start else "no runs yet"
         return [f"Code: git commit {commits}.", f"Machine: {machines}.",
                 f"Runs: {dates}; wall time {_duration(self.wall_ms)} (the union of the runs' active time: "

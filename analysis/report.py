@@ -20,9 +20,10 @@ import pandas as pd
 
 from analysis import figures, paper
 from analysis.findings import ALPHA, ClaimResult, comparison_metric, judge_all, method_summary
-from analysis.load import LABELS, SCORES, SweepRuns, epoch_stamps, eval_history, load_sweep, loss_curves
+from analysis.load import SCORES, SweepRuns, epoch_stamps, eval_history, load_sweep, loss_curves
 from analysis.provenance import Provenance, provenance
 from analysis.stats import kendall_tau, t_interval
+from p2p import contract
 
 __all__ = ["build_report", "comparison_metric", "score_table", "ReportDoc"]
 TRENDS_PNG = "findings_over_training.png"
@@ -37,8 +38,7 @@ def score_table(runs: SweepRuns) -> pd.DataFrame:
         row = {"cell": cell, "seeds": f"{len(part)}/{len(runs.seeds)}"}
         for metric in SCORES:
             if finished[metric].notna().any():
-                row[LABELS[metric]] = t_interval(part[metric].dropna().tolist()).text(
-                    2 if metric == "eval/psnr" else 3)
+                row[contract.label(metric)] = t_interval(part[metric].dropna().tolist()).text(contract.digits(metric))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -88,7 +88,7 @@ def paper_frame(runs: SweepRuns) -> tuple[pd.DataFrame | None, list[str]]:
     for cell, values in table.items():
         row = {"cell": cell}
         for ours in paper.PAPER_METRICS.values():
-            label = LABELS[ours]
+            label = contract.label(ours)
             row[f"paper {label}"] = f"{values[ours]:.2f}"
             if cell in runs.cells:
                 part = runs.finished.loc[runs.finished["cell"] == cell, ours].dropna().tolist()
@@ -99,7 +99,7 @@ def paper_frame(runs: SweepRuns) -> tuple[pd.DataFrame | None, list[str]]:
     for ours in paper.PAPER_METRICS.values():
         theirs = {cell: values[ours] for cell, values in table.items() if cell != "ground_truth"}
         tau, p, n = kendall_tau(cell_means(runs, ours), theirs)
-        label = LABELS[ours]
+        label = contract.label(ours)
         if math.isnan(tau):
             taus.append(f"{label}: Kendall's tau needs at least 2 cells scored by both ({n} now)")
         else:
@@ -169,7 +169,7 @@ def protocol_lines(found: list[ClaimResult]) -> list[str]:
             "95% t-intervals.",
             f"Power: seeds per cell for 80% power (two-sided, exact noncentral t) at the Bonferroni level "
             f"alpha = 0.05/{k} = {ALPHA / k:.4g}, for the observed difference and for the smallest effect of "
-            "interest per score (`analysis/data/effect-sizes.yaml`)."]
+            "interest per score (`p2p/contract.py`)."]
 
 
 @dataclass
@@ -213,7 +213,7 @@ class ReportDoc:
         else:
             paper_blocks.append("The paper has no table for this ablation; each cell is compared with "
                                 f"`{r.cells[0] if r.cells else '-'}` instead.")
-        found_title = f"Findings (on {LABELS.get(self.metric, self.metric)})"
+        found_title = f"Findings (on {contract.label(self.metric)})"
         found_blocks: list = [f"The paper: {finding_text}."] if finding_text else []
         found_blocks.append([f.line() for f in self.found] or ["no comparisons yet"])
         if "Findings over training" in self.images:

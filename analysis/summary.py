@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from p2p import contract
 from p2p.errors import UserError
 
 COLUMNS = ["sweep", "claim", "verdict", "difference [95%]", "seeds", "seeds for 80% power", "holds from epoch"]
@@ -21,7 +22,7 @@ def _number(x, digits: int) -> str:
 
 
 def row(sweep: str, claim: dict) -> list[str]:
-    digits = 2 if claim["metric"] == "eval/psnr" else 3
+    digits = contract.digits(claim["metric"])
     mean, low, high = claim["mean_difference"], claim["low"], claim["high"]
     if mean is None:
         difference = "-"

@@ -78,6 +78,19 @@ def score(key: str) -> Score:
     return BY_KEY[key]
 
 
+def label(key: str) -> str:
+    """How reports name a score (a key that is none of these: the key itself)."""
+    return BY_KEY[key].label if key in BY_KEY else key
+
+
+def digits(key: str) -> int:
+    return BY_KEY[key].digits if key in BY_KEY else 3
+
+
+def lower_is_better(key: str) -> bool:
+    return key in BY_KEY and BY_KEY[key].lower_is_better
+
+
 def scores_of(metric: str) -> tuple[Score, ...]:
     """The scores one `eval.metrics` entry computes."""
     return tuple(s for s in SCORES if s.metric == metric)

@@ -14,8 +14,7 @@ from scipy import stats
 from analysis import paper
 from analysis.findings import Trend, judge_all, trend, verdict
 from analysis.load import SweepRuns
-from analysis.power import (Needed, load_effect_sizes, paired_power, power_now, seeds_needed, welch_power,
-                            first_reaching)
+from analysis.power import Needed, first_reaching, load_effect_sizes, paired_power, power_now, seeds_needed, welch_power
 from analysis.provenance import active_spans, reproduce_commands, split_set_tag, union_ms
 from analysis.stats import Difference, compare, holm, paired_difference, t_interval, welch_test
 from analysis.summary import summary
@@ -128,11 +127,11 @@ def test_seeds_needed_from_a_difference():
                                                                                   alpha)
 
 
-def test_effect_sizes_file():
+def test_effect_sizes_are_the_contracts():
     sizes = load_effect_sizes()
     assert sizes == {"eval/fcn_pixel_acc": 0.01, "eval/fcn_class_acc": 0.01, "eval/fcn_iou": 0.01,
                      "eval/lpips": 0.01, "eval/ssim": 0.01, "eval/psnr": 0.25, "eval/l1": 0.005}
-    assert 'data/*.yaml' in (ROOT / "pyproject.toml").read_text()  # installed with the package
+    assert 'data/*.yaml' in (ROOT / "pyproject.toml").read_text()  # the paper's tables, installed with the package
 
 
 def d(mean, p, method="paired"):
