@@ -5,6 +5,14 @@ baseline and tuned variants alternate so that a busy machine slows both alike. T
 baseline is the reference implementation's loop: eager fp32, the same networks, plain
 `torch.optim.Adam`, glibc's default allocator, D's weights frozen during G's step.
 
+The data part generates a dataset of aligned JPEG pairs and compares decoding and reading
+it held in memory (p2p before memory-mapped splits) with the memory-mapped decoded split:
+peak resident memory, decode time, and the loader's time per training batch. Its default
+(`--data-pairs 2000`, 286x286, ~1 GB decoded) keeps the bench at minutes; the README's
+numbers come from `--data-pairs 20000` (~9.8 GB decoded, more than a 2-core CI machine
+should hold twice), run alone: `python -m p2p.bench --skip train,score,tracking,startup
+--data-pairs 20000`.
+
 Results go to `reports/bench/bench-<time>.json` (and `latest.json`, `latest.md`).
 """
 
@@ -210,6 +218,144 @@ def measure_scoring(data_root: str, size: int) -> list[dict]:
     return results
 
 
+# ---------------------------------------------------------------- data larger than memory
+
+DATA_PATHS = {"in memory": False, "memory-mapped": True}  # name -> data.load_pairs(memory_map=...)
+
+
+def make_pair_dataset(root: Path, pairs: int, size: int, seed: int = 0) -> int:
+    """`pairs` aligned A|B JPEGs (each half size x size) in root/bench/train; returns their bytes on disk.
+
+    Smooth colour fields (an upsampled 8x8 grid per half) compress to a few kB, as label maps and photos
+    of a release do far more than noise would, so the folder stays small next to the decoded split."""
+    import torch
+    import torch.nn.functional as F
+    from torchvision.io import write_jpeg
+    from tqdm import tqdm
+
+    folder = root / "bench" / "train"
+    folder.mkdir(parents=True, exist_ok=True)
+    g = torch.Generator().manual_seed(seed)
+    total = 0
+    for i in tqdm(range(pairs), desc="generate pairs", unit="img", leave=False):
+        grid = torch.rand(1, 3, 8, 16, generator=g)
+        image = F.interpolate(grid, size=(size, 2 * size), mode="bilinear", align_corners=False)
+        path = folder / f"{i + 1}.jpg"
+        write_jpeg(image[0].mul(255).round().to(torch.uint8), str(path), quality=90)
+        total += path.stat().st_size
+    return total
+
+
+def _rss_mib() -> dict:
+    """This process's resident memory now (anonymous and file-backed) and its peak so far, in MiB."""
+    import resource
+
+    now = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile"):
+            now[key] = int(value.split()[0]) / 1024
+    return {"rss_mib": now.get("VmRSS"), "anon_mib": now.get("RssAnon"), "file_mib": now.get("RssFile"),
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def bench_data_config(root: str, size: int):
+    from p2p.config import DataConfig
+
+    return DataConfig(root=root, dataset="bench", direction="BtoA", load_size=size,
+                      crop_size=round(size * 256 / 286))
+
+
+def measure_data_decode(root: str, size: int, path_name: str) -> dict:
+    """Decoding the generated split (and keeping it in the cache) in a fresh process: time and peak memory."""
+    from p2p import data
+
+    cfg = bench_data_config(root, size)
+    data.load_pairs(cfg, "train", size, max_images=1, memory_map=DATA_PATHS[path_name])  # codecs loaded, warm
+    before = _rss_mib()
+    t = time.perf_counter()
+    pairs = data.load_pairs(cfg, "train", size, memory_map=DATA_PATHS[path_name])
+    seconds = time.perf_counter() - t
+    return {"path": path_name, "images": len(pairs), "decode_s": seconds, "before": before, "after": _rss_mib()}
+
+
+def measure_data_epoch(root: str, size: int, path_name: str, batches: int) -> dict:
+    """Reading the cached split and one pass of the training loader over it (batch 1, crop and mirror).
+
+    The loader's time per batch is what the data path adds to a training step (the networks' time is the
+    same for both paths); the pass touches every image, so the peak shows what an epoch holds resident."""
+    from p2p import data
+
+    cfg = bench_data_config(root, size)
+    before = _rss_mib()
+    t = time.perf_counter()
+    pairs = data.load_pairs(cfg, "train", size, memory_map=DATA_PATHS[path_name])
+    load_s = time.perf_counter() - t
+    loader = data.TrainLoader(pairs, cfg.crop_size, 1, flip=True, seed=0)
+    times: list[float] = []
+    t = time.perf_counter()
+    for _ in loader.epoch():
+        times.append(time.perf_counter() - t)
+        if len(times) >= batches:
+            break
+        t = time.perf_counter()
+    return {"path": path_name, "load_s": load_s, "batches": len(times),
+            "ms_per_batch": statistics.median(times) * 1000, "mean_ms_per_batch": statistics.fmean(times) * 1000,
+            "p99_ms_per_batch": sorted(times)[int(0.99 * (len(times) - 1))] * 1000,
+            "before": before, "after": _rss_mib()}
+
+
+def measure_data(pairs: int, size: int, work_dir: str | None, batches: int) -> dict:
+    """The data part: generate the dataset, then per path decode it and read it, each in a fresh process.
+
+    The in-memory path is skipped where the machine's available memory could not hold the split with room
+    to spare (it would push other work out, or be killed); everything generated is deleted at the end."""
+    import shutil
+    import tempfile
+
+    decoded_bytes = pairs * 6 * size * size
+    folder = Path(tempfile.mkdtemp(prefix="p2p-bench-data-", dir=work_dir))
+    result: dict = {"pairs": pairs, "size": size, "decoded_bytes": decoded_bytes, "paths": []}
+    try:
+        free = shutil.disk_usage(folder).free
+        if free < 1.2 * decoded_bytes + pairs * 60_000:
+            return result | {"error": f"{folder}: {free / 2**30:.1f} GiB free, the decoded split needs "
+                                      f"{decoded_bytes / 2**30:.1f} GiB"}
+        t = time.perf_counter()
+        result["jpeg_bytes"] = make_pair_dataset(folder / "data", pairs, size)
+        result["generate_s"] = time.perf_counter() - t
+        for name in DATA_PATHS:
+            result["paths"].append(_measure_data_path(folder, name, size, batches, decoded_bytes))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return result
+
+
+def _measure_data_path(folder: Path, name: str, size: int, batches: int, decoded_bytes: int) -> dict:
+    import shutil
+
+    if not DATA_PATHS[name] and _available_bytes() < 1.5 * decoded_bytes:
+        return {"path": name, "error": f"skipped: {_available_bytes() / 2**30:.1f} GiB available, holding the split "
+                                       f"needs {decoded_bytes / 2**30:.1f} GiB"}
+    cache = folder / f"cache-{'mapped' if DATA_PATHS[name] else 'memory'}"
+    env = {"P2P_CACHE_DIR": str(cache)}
+    root = str(folder / "data")
+    hours = 3 * 3600  # 20,000 images on a busy 2-core machine take a while
+    decode = run_child(["--child", "data-decode", root, str(size), name], env=env, timeout=hours)
+    if "error" in decode:
+        return {"path": name, "error": decode["error"]}
+    epoch = run_child(["--child", "data-epoch", root, str(size), name, str(batches)], env=env, timeout=hours)
+    shutil.rmtree(cache, ignore_errors=True)  # one decoded split on disk at a time
+    return {"path": name, "decode": decode, "epoch": epoch}
+
+
+def _available_bytes() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 # ---------------------------------------------------------------- the driver
 
 
@@ -319,7 +465,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2, help="alternating rounds of baseline and tuned variants")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated variant names")
     parser.add_argument("--settings", default="paper,cpu", help="which settings: paper, cpu")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: train, score, tracking, startup")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: train, score, tracking, startup, "
+                        "data")
+    parser.add_argument("--data-pairs", type=int, default=2000,
+                        help="pairs in the generated dataset of the data part (the README's numbers: 20000)")
+    parser.add_argument("--data-size", type=int, default=286, help="side of each half of a generated pair (286)")
+    parser.add_argument("--data-batches", type=int, default=20000, help="loader batches timed per path (at most)")
+    parser.add_argument("--data-dir", default=None,
+                        help="where the data part generates and decodes its dataset (default: the temp folder)")
     parser.add_argument("--out", default=str(ROOT / "reports" / "bench"))
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -334,6 +487,10 @@ def main(argv: list[str] | None = None) -> int:
             result = measure_tracking_overhead(data_root)
         elif kind == "score":
             result = {"scoring": measure_scoring(data_root, int(args.child[1]))}
+        elif kind == "data-decode":
+            result = measure_data_decode(args.child[1], int(args.child[2]), args.child[3])
+        elif kind == "data-epoch":
+            result = measure_data_epoch(args.child[1], int(args.child[2]), args.child[3], int(args.child[4]))
         else:
             raise SystemExit(f"unknown child {kind}")
         print(json.dumps(result))
@@ -377,6 +534,8 @@ def main(argv: list[str] | None = None) -> int:
         report["tracking"] = run_child(["--child", "tracking"])
     if "startup" not in skip:
         report["startup"] = measure_sweep_startup(str(ROOT / "sweeps" / "patchsize.yaml"), data_root)
+    if "data" not in skip:
+        report["data"] = measure_data(args.data_pairs, args.data_size, args.data_dir, args.data_batches)
     write_report(report, Path(args.out))
     return 0
 
@@ -460,7 +619,36 @@ def format_table(report: dict) -> str:
         s = report["startup"]
         lines += ["", f"Sweep start-up (command to first training step, CPU scale): "
                       + (f"{s['startup_s']:.1f} s" if s.get("startup_s") else f"not measured ({s.get('error')})")]
+    if report.get("data"):
+        lines += ["", *format_data(report["data"])]
     return "\n".join(lines)
+
+
+def format_data(d: dict) -> list[str]:
+    """The data part's table: per path, decode time and peak memory, then reading the split and an epoch."""
+    size = d["size"]
+    lines = [f"## Data larger than memory ({d['pairs']} pairs at {size}x{size}, {d['decoded_bytes'] / 2**30:.2f} GiB "
+             f"decoded" + (f", {d['jpeg_bytes'] / 2**20:.0f} MiB of JPEGs" if d.get("jpeg_bytes") else "") + ")", ""]
+    if d.get("error"):
+        return lines + [f"not measured ({d['error']})"]
+    lines += ["| path | decode s | decode: RSS before / peak MiB | load s | epoch: RSS before / peak MiB "
+              "| RSS after the epoch MiB (anon + file) | loader ms/batch (median / mean / p99) |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for p in d["paths"]:
+        if "error" in p or "error" in p.get("epoch", {}):
+            lines.append(f"| {p['path']} | {p.get('error') or p['epoch']['error']} | | | | | |")
+            continue
+        dec, ep = p["decode"], p["epoch"]
+        after = ep["after"]
+        lines.append(f"| {p['path']} | {dec['decode_s']:.1f} | {dec['before']['rss_mib']:.0f} / "
+                     f"{dec['after']['peak_rss_mib']:.0f} | {ep['load_s']:.2f} | {ep['before']['rss_mib']:.0f} / "
+                     f"{after['peak_rss_mib']:.0f} | {after['rss_mib']:.0f} ({after['anon_mib']:.0f} + "
+                     f"{after['file_mib']:.0f}) | {ep['ms_per_batch']:.2f} / {ep['mean_ms_per_batch']:.2f} / "
+                     f"{ep['p99_ms_per_batch']:.2f} |")
+    lines += ["", "RSS is the whole process (Python, torch and torchvision before any image: the 'before' column); "
+                  "the peak is getrusage's ru_maxrss. The loader's time is crop, mirror and conversion to float "
+                  "at batch 1 over one epoch (at most --data-batches), what the data path adds to a step."]
+    return lines
 
 
 if __name__ == "__main__":

@@ -2,18 +2,30 @@
 
 A dataset folder holds `train/`, `test/` (and maybe `val/`) of images that put
 A on the left half and B on the right half. `data.direction` picks which half
-is the input. Every image is decoded once into a uint8 tensor kept in memory,
-already resized to `load_size` (train) or `crop_size` (test), and the decoded
-split is kept on disk for the next process; a step only crops and mirrors, with
-the same offsets for input and target.
+is the input. Every image is decoded once into uint8, already resized to
+`load_size` (train) or `crop_size` (test), and the decoded split is kept on disk
+for the next process; a step only crops and mirrors, with the same offsets for
+input and target.
+
+The decoded split lives in that file and is read memory-mapped, so a dataset
+larger than memory trains with bounded resident memory: decoding writes a chunk
+of images at a time straight into the file, and the training loader hands the
+pages of each image it has copied back to the kernel (they stay in the page
+cache, shared by every process reading the split). The file is an ordinary
+`torch.save` archive of tensors and plain values, read with `weights_only=True`.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
+import math
+import mmap
+import os
 import sys
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +42,7 @@ warnings.filterwarnings("ignore", message="The image decoding and encoding capab
                         category=DeprecationWarning)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+DECODE_CHUNK_BYTES = 64 << 20  # decoded images held in memory at once while a split is written to its file
 
 
 def split_dir(cfg: DataConfig, split: str) -> Path:
@@ -84,11 +97,15 @@ def to_grayscale(rgb: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class PairSet:
-    """Input and target stacked on channels: (N, C_in + C_out, S, S) uint8, plus file names."""
+    """Input and target stacked on channels: (N, C_in + C_out, S, S) uint8, plus file names.
+
+    `mapped`: `pairs` is a read-only memory map of the decoded-split file (never written to).
+    """
 
     pairs: torch.Tensor
     names: list[str]
     in_channels: int
+    mapped: bool = False
 
     def __len__(self) -> int:
         return self.pairs.shape[0]
@@ -96,12 +113,23 @@ class PairSet:
     def split(self, pairs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return pairs[:, : self.in_channels], pairs[:, self.in_channels :]
 
+    def release(self, index: int) -> None:
+        """Hand image `index`'s pages of a mapped split back to the kernel once it has been copied: without
+        this, every page an epoch touches counts in the process's resident memory until the split is unmapped."""
+        if self.mapped:
+            release_pages(self.pairs[index])
+
 
 def load_pairs(cfg: DataConfig, split: str, size: int, max_images: int | None = None,
-               progress: bool = False) -> PairSet:
+               progress: bool = False, memory_map: bool = True) -> PairSet:
     """A split resized to `size` x `size` (bicubic, as the reference), decoded once and kept in the cache
     folder (`$P2P_CACHE_DIR` or `.cache/p2p`, in `decoded/`) for the next process: every trial of a sweep
-    reads the same tensors instead of decoding and resizing hundreds of JPEGs again."""
+    reads the same tensors instead of decoding and resizing hundreds of JPEGs again.
+
+    `memory_map` (the default) reads that file memory-mapped and decodes a missing one chunk by chunk
+    straight into it; `False` holds the whole split in memory, as p2p did before (same values, same batches).
+    A cache that cannot be written (a full disk) leaves the split decoded in memory, with one warning.
+    """
     folder = split_dir(cfg, split)
     files = list_images(folder)
     if not files:
@@ -110,30 +138,58 @@ def load_pairs(cfg: DataConfig, split: str, size: int, max_images: int | None = 
         files = files[:max_images]
     cached = decoded_cache_file(cfg, folder, files, size)
     if cached.is_file():
-        saved = _read_cache(cached)
+        saved = _read_cache(cached, memory_map)
         if saved is not None:
             return saved
+    if memory_map:
+        try:
+            _decode_into_file(cfg, split, files, size, cached, progress)
+        except OSError as exc:  # a full disk: the file only bounds memory and saves time; decode in memory
+            _warn_unkept(cached, exc)
+        else:
+            saved = _read_cache(cached, memory_map)
+            if saved is not None:
+                return saved
     pairs = decode_pairs(cfg, split, files, size, progress)
     try:
         checkpoint.save_atomic({"pairs": pairs.pairs, "names": pairs.names, "in_channels": pairs.in_channels},
                                cached)
-    except OSError as exc:  # a full disk: the cache only saves time, the run goes on without it
-        print(f"p2p: warning: {cached}: cannot keep the decoded split ({exc.strerror or exc}); "
-              "decoding it again next time", file=sys.stderr)
+    except OSError as exc:
+        _warn_unkept(cached, exc)
     return pairs
 
 
-def _read_cache(path: Path) -> PairSet | None:
+def _warn_unkept(cached: Path, exc: OSError) -> None:
+    print(f"p2p: warning: {cached}: cannot keep the decoded split ({exc.strerror or exc}); "
+          "decoding it again next time", file=sys.stderr)
+
+
+def _read_cache(path: Path, memory_map: bool = True) -> PairSet | None:
     """A decoded split from the cache, or None (with one line saying why) for a damaged or foreign file,
     which is decoded again and replaced; a file that would need unpickling is refused, never run."""
     try:
-        saved = checkpoint.load_plain(path, "decoded-data cache")
-        return PairSet(saved["pairs"], saved["names"], saved["in_channels"])
+        saved, mapped = _load_cache_file(path, memory_map)
+        pairs, names, in_channels = saved["pairs"], list(saved["names"]), int(saved["in_channels"])
+        if not (isinstance(pairs, torch.Tensor) and pairs.dtype == torch.uint8 and pairs.dim() == 4
+                and pairs.shape[0] == len(names) and pairs.is_contiguous()):
+            raise TypeError("not a stack of uint8 images")
+        return PairSet(pairs, names, in_channels, mapped=mapped)
     except UserError as exc:
         print(f"p2p: warning: {exc}; decoding the split again", file=sys.stderr)
-    except (TypeError, KeyError):
+    except (TypeError, KeyError, ValueError):
         print(f"p2p: warning: {path}: not a decoded-data cache of this p2p; decoding the split again", file=sys.stderr)
     return None
+
+
+def _load_cache_file(path: Path, memory_map: bool) -> tuple[dict, bool]:
+    """(the file's dict, whether its tensors are memory-mapped). A file the mapped read refuses is read by
+    `checkpoint.load_plain`, which names what is wrong with it (a pickle it refuses, a damaged archive)."""
+    if memory_map:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True), True
+        except Exception:
+            pass
+    return checkpoint.load_plain(path, "decoded-data cache"), False
 
 
 def decoded_cache_file(cfg: DataConfig, folder: Path, files: list[Path], size: int) -> Path:
@@ -147,27 +203,145 @@ def decoded_cache_file(cfg: DataConfig, folder: Path, files: list[Path], size: i
     return cache_root() / "decoded" / f"{cfg.dataset}-{folder.name}-{size}-{digest}.pt"
 
 
-def decode_pairs(cfg: DataConfig, split: str, files: list[Path], size: int, progress: bool) -> PairSet:
-    in_channels = 1 if cfg.task == "colorization" else 3
-    pairs = torch.empty((len(files), in_channels + 3, size, size), dtype=torch.uint8)
-    iterator = files
-    if progress:
-        from tqdm import tqdm
+def _channels(cfg: DataConfig) -> int:
+    return 1 if cfg.task == "colorization" else 3
 
-        iterator = tqdm(files, desc=f"decode {split}", unit="img", leave=False)
-    for i, path in enumerate(iterator):
-        image = read_rgb(path)
-        if cfg.task == "colorization":
-            photo = image if cfg.layout == "single" else _target_half(image, path, cfg.direction, cfg.square_halves)
-            photo = resize(photo, size)
-            pairs[i, :1] = to_grayscale(photo)
-            pairs[i, 1:] = photo
-        else:
-            a, b = split_pair(image, path, cfg.square_halves)
-            source, target = (a, b) if cfg.direction == "AtoB" else (b, a)
-            pairs[i, :3] = resize(source, size)
-            pairs[i, 3:] = resize(target, size)
+
+def decode_pairs(cfg: DataConfig, split: str, files: list[Path], size: int, progress: bool) -> PairSet:
+    """The whole split decoded into memory."""
+    in_channels = _channels(cfg)
+    pairs = torch.empty((len(files), in_channels + 3, size, size), dtype=torch.uint8)
+    with _decode_bar(split, len(files), progress) as bar:
+        _decode_into(cfg, files, size, pairs, in_channels, bar)
     return PairSet(pairs, [p.name for p in files], in_channels)
+
+
+def _decode_bar(split: str, total: int, progress: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"decode {split}", unit="img", leave=False, disable=not progress)
+
+
+def _decode_into(cfg: DataConfig, files: list[Path], size: int, out: torch.Tensor, in_channels: int, bar) -> None:
+    """`files` decoded into the first rows of `out`, one image at a time."""
+    for j, path in enumerate(files):
+        _decode_one(cfg, path, size, out[j], in_channels)
+        bar.update(1)
+
+
+def _decode_one(cfg: DataConfig, path: Path, size: int, out: torch.Tensor, in_channels: int) -> None:
+    """One file into `out` (C, size, size): input channels first, then the target's three."""
+    image = read_rgb(path)
+    if cfg.task == "colorization":
+        photo = image if cfg.layout == "single" else _target_half(image, path, cfg.direction, cfg.square_halves)
+        photo = resize(photo, size)
+        out[:in_channels] = to_grayscale(photo)
+        out[in_channels:] = photo
+    else:
+        a, b = split_pair(image, path, cfg.square_halves)
+        source, target = (a, b) if cfg.direction == "AtoB" else (b, a)
+        out[:3] = resize(source, size)
+        out[3:] = resize(target, size)
+
+
+# ---------------------------------------------------------------- the decoded-split file, written in chunks
+
+
+def _decode_into_file(cfg: DataConfig, split: str, files: list[Path], size: int, path: Path, progress: bool) -> None:
+    """Decode the split into `path` a chunk at a time, so memory holds one chunk whatever the split's size.
+
+    The file is what `checkpoint.save_atomic` would write for the whole split held in memory: an archive is
+    written with the space for the images left empty (`torch.serialization.skip_data`), then the images are
+    written into that space. It is built beside `path` and renamed over it only when complete; an OSError
+    (a full disk, found before decoding by reserving the space) removes it and is the caller's to report.
+    """
+    in_channels = _channels(cfg)
+    shape = (len(files), in_channels + 3, size, size)
+    per_image = (in_channels + 3) * size * size
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        offset = _write_empty_archive(tmp, shape, [p.name for p in files], in_channels)
+        chunk = max(1, DECODE_CHUNK_BYTES // per_image)
+        buffer = torch.empty((min(chunk, len(files)), *shape[1:]), dtype=torch.uint8)
+        with open(tmp, "r+b") as out, _decode_bar(split, len(files), progress) as bar:
+            if hasattr(os, "posix_fallocate"):
+                os.posix_fallocate(out.fileno(), offset, per_image * len(files))
+            for start in range(0, len(files), chunk):
+                part = files[start : start + chunk]
+                _decode_into(cfg, part, size, buffer, in_channels, bar)
+                _pwrite_all(out.fileno(), buffer[: len(part)].numpy().data, offset + start * per_image)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    """All of `data` at `offset` (one pwrite may write less than asked)."""
+    data = data.cast("B")
+    while data:
+        written = os.pwrite(fd, data, offset)
+        data, offset = data[written:], offset + written
+
+
+def _write_empty_archive(path: Path, shape: tuple[int, ...], names: list[str], in_channels: int) -> int:
+    """A decoded-split archive whose image bytes are a hole to fill; returns the offset of those bytes.
+
+    The placeholder tensor is backed by a sparse scratch file, so no memory of the split's size is asked for
+    (a split larger than memory would not fit in an allocation)."""
+    nbytes = math.prod(shape)
+    scratch = path.with_name(path.name + ".scratch")
+    try:
+        with open(scratch, "wb") as f:
+            f.truncate(nbytes)
+        placeholder = torch.from_file(str(scratch), shared=False, size=nbytes, dtype=torch.uint8).view(shape)
+        with torch.serialization.skip_data():
+            torch.save({"pairs": placeholder, "names": names, "in_channels": in_channels}, path)
+        del placeholder
+    finally:
+        scratch.unlink(missing_ok=True)
+    return _record_offset(path, "data/0")
+
+
+def _record_offset(path: Path, record: str) -> int:
+    """Where an uncompressed record's bytes start in a zip archive: after its local header (30 bytes, then
+    the name and the extra field, which torch uses to align the bytes)."""
+    with zipfile.ZipFile(path) as archive:
+        info = next((i for i in archive.infolist() if i.filename.split("/", 1)[-1] == record), None)
+    if info is None or info.compress_type != zipfile.ZIP_STORED:  # not torch's layout: decode in memory instead
+        raise OSError(f"{path}: no uncompressed record {record} in the archive torch wrote")
+    with open(path, "rb") as f:
+        f.seek(info.header_offset)
+        header = f.read(30)
+    name_length = int.from_bytes(header[26:28], "little")
+    extra_length = int.from_bytes(header[28:30], "little")
+    return info.header_offset + 30 + name_length + extra_length
+
+
+# ---------------------------------------------------------------- giving mapped pages back
+
+_MADV_DONTNEED = 4  # Linux: drop the pages from this process; a clean file page is read again on the next touch
+_libc = None
+
+
+def release_pages(view: torch.Tensor) -> None:
+    """`madvise(MADV_DONTNEED)` over the pages a contiguous view of a read-only file mapping spans.
+
+    Only for clean pages of a private file mapping (what a memory-mapped `torch.load` makes of a file p2p never
+    writes to): the kernel drops them from this process's resident set and keeps them in its page cache.
+    Elsewhere than Linux, nothing happens (the pages are still reclaimable file pages, only counted).
+    """
+    global _libc
+    if not sys.platform.startswith("linux") or view.numel() == 0:
+        return
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    start = view.data_ptr()
+    end = start + view.numel() * view.element_size()
+    first = start - start % mmap.PAGESIZE
+    _libc.madvise(first, end - first, _MADV_DONTNEED)  # best effort: a failure only leaves pages resident
 
 
 def _target_half(image: torch.Tensor, path: Path, direction: str, square: bool = True) -> torch.Tensor:
@@ -226,6 +400,8 @@ class TrainLoader:
                     crop = crop.flip(-1)
                 crops.append(crop)
             batch = to_float(torch.stack(crops))
+            for i in idx.tolist():  # copied: a mapped split's pages go back to the kernel (bounded memory)
+                self.data.release(i)
             yield self.data.split(batch)
 
     def state_dict(self) -> dict:
