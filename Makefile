@@ -47,8 +47,18 @@ system-packages:
 	echo "installing $${missing[*]} (apt-get)"; \
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$${missing[@]}" >/dev/null
 
+# `make test`: the whole suite (what CI runs); `make test-fast`: the unit tier, everything but the end-to-end
+# tests marked `slow` (under a minute on 2 cores). PYTEST_ARGS passes more, e.g. PYTEST_ARGS="-x -k trainer".
+.PHONY: test-fast lint
 test:
-	$(PY) -m pytest
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast:
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# ruff, with the settings in pyproject.toml ([tool.ruff]).
+lint:
+	$(PY) -m ruff check .
 
 data:
 	$(PY) -m p2p.download facades $(CURDIR)/datasets

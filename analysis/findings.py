@@ -253,10 +253,10 @@ def _num(x: float) -> float | None:
 
 def plan_lines(spec, scale: str) -> list[str]:
     """The verdicts so far and the seeds power asks for, one line per claim; [] while no run has finished."""
-    from analysis.load import load_sweep, store_exists
+    from analysis.load import load_sweep
     from p2p import tracking
 
-    if spec.search is not None or not store_exists() or not tracking.experiment_exists(spec.name):
+    if spec.search is not None or not tracking.store_exists() or not tracking.experiment_exists(spec.name):
         return []
     runs = load_sweep(spec.name, scale, spec=spec)
     if runs.finished.empty:

@@ -59,12 +59,6 @@ def spec_file(sweep: str, root: Path = Path(".")) -> Path | None:
     return path if path.is_file() else None
 
 
-def store_exists() -> bool:
-    """Whether the tracking store is there to read (opening a missing sqlite file would create it)."""
-    uri = tracking.tracking_uri()
-    return not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///")).is_file()
-
-
 def load_sweep(sweep: str, scale: str | None = None, root: Path = Path("."), spec=None) -> SweepRuns:
     """Runs of the sweep named `sweep` (its MLflow experiment) at `scale` (default: the newest parent's).
 
@@ -76,14 +70,14 @@ def load_sweep(sweep: str, scale: str | None = None, root: Path = Path("."), spe
         known = sorted(p.stem for p in (root / "sweeps").glob("*.yaml")) if (root / "sweeps").is_dir() else []
         raise UserError(f"sweep '{sweep}': no sweeps/{sweep}.yaml and no MLflow experiment of that name "
                         f"in {tracking.tracking_uri()} (sweeps: {', '.join(known) or 'none'})")
-    records = tracking.run_records(sweep) if exists else []
-    parents = [r for r in records if r["tags"].get(Tag.ROLE) == contract.ROLE_SWEEP or
-               (Tag.PARENT not in r["tags"] and r["tags"].get(Tag.CELL) is None)]
+    records = tracking.find_runs(contract.sweep_experiment(sweep)) if exists else []
+    parents = [r for r in records if r.tags.get(Tag.ROLE) == contract.ROLE_SWEEP or
+               (Tag.PARENT not in r.tags and r.tags.get(Tag.CELL) is None)]
     if scale is None:
-        scales = [p["tags"].get(Tag.SCALE) for p in parents if p["tags"].get(Tag.SCALE)]
-        scales += [r["tags"].get(Tag.SCALE) for r in records if r["tags"].get(Tag.SCALE)]
+        scales = [p.tags.get(Tag.SCALE) for p in parents if p.tags.get(Tag.SCALE)]
+        scales += [r.tags.get(Tag.SCALE) for r in records if r.tags.get(Tag.SCALE)]
         scale = scales[0] if scales else "cpu"  # records come newest first
-    parent = next((p for p in parents if p["tags"].get(Tag.SCALE) == scale), None)
+    parent = next((p for p in parents if p.tags.get(Tag.SCALE) == scale), None)
 
     cells, seeds, objective, direction, notes = [], [], contract.HEADLINE.key, contract.HEADLINE.direction, []
     if path is not None:
@@ -98,15 +92,15 @@ def load_sweep(sweep: str, scale: str | None = None, root: Path = Path("."), spe
 
     rows = []
     for r in records:
-        tags = r["tags"]
+        tags = r.tags
         if Tag.CELL not in tags or tags.get(Tag.SCALE, scale) != scale:
             continue
-        row = {"run_id": r["run_id"], "run_name": r["run_name"], "cell": tags[Tag.CELL],
-               "seed": int(tags.get(Tag.SEED, 0)), "status": r["status"], "failure": tags.get(Tag.FAILURE, ""),
-               "start_time": r["start_time"], "end_time": r["end_time"], "parent": tags.get(Tag.PARENT),
+        row = {"run_id": r.run_id, "run_name": r.run_name, "cell": tags[Tag.CELL],
+               "seed": int(tags.get(Tag.SEED, 0)), "status": r.status, "failure": tags.get(Tag.FAILURE, ""),
+               "start_time": r.start_time, "end_time": r.end_time, "parent": tags.get(Tag.PARENT),
                "git_commit": tags.get(Tag.GIT_COMMIT), "machine": tags.get(Tag.MACHINE)}
-        row.update({short: r["params"].get(key) for key, short in EVAL_PARAMS.items()})
-        row.update({k: r["metrics"].get(k) for k in SCORES})
+        row.update({short: r.params.get(key) for key, short in EVAL_PARAMS.items()})
+        row.update({k: r.metrics.get(k) for k in SCORES})
         rows.append(row)
     trials = pd.DataFrame(rows, columns=["run_id", "run_name", "cell", "seed", "status", "failure", "start_time",
                                          "end_time", "parent", "git_commit", "machine", *EVAL_PARAMS.values(),
@@ -123,8 +117,8 @@ def load_sweep(sweep: str, scale: str | None = None, root: Path = Path("."), spe
         seeds = sorted(trials["seed"].unique().tolist())
     order = {c: i for i, c in enumerate(cells)}
     trials = trials.sort_values(["cell", "seed"], key=lambda col: col.map(order) if col.name == "cell" else col)
-    return SweepRuns(sweep, scale, parent["run_id"] if parent else None, cells, seeds, objective, direction,
-                     trials.reset_index(drop=True), path, notes, dict(parent["tags"]) if parent else {})
+    return SweepRuns(sweep, scale, parent.run_id if parent else None, cells, seeds, objective, direction,
+                     trials.reset_index(drop=True), path, notes, dict(parent.tags) if parent else {})
 
 
 def loss_curves(runs: SweepRuns) -> pd.DataFrame:
@@ -146,4 +140,4 @@ def eval_history(runs: SweepRuns, metric: str) -> pd.DataFrame:
 
 def epoch_stamps(run_id: str) -> list[int]:
     """When (ms) each epoch of a run was logged: the learning rate is logged once per epoch."""
-    return sorted(m.timestamp for m in tracking.client().get_metric_history(run_id, contract.LR))
+    return sorted(m.timestamp for m in tracking.metric_points(run_id, contract.LR))

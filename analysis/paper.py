@@ -72,9 +72,3 @@ def source(tables: dict | None = None) -> str:
     tables = tables or load_tables()
     return f"{tables['source']}, {tables['dataset']}"
 
-
-def paper_claim_holds(claim: Claim, table: dict[str, dict[str, float]], metric: str) -> bool | None:
-    """Whether the paper's own numbers order the claim's cells so (None when it lacks one)."""
-    if claim.better not in table or claim.worse not in table:
-        return None
-    return table[claim.better][metric] > table[claim.worse][metric]

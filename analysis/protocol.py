@@ -51,25 +51,25 @@ class Pilot:
 
 
 def load_pilot(size: int, experiment: str = "protocol-pilot") -> Pilot:
-    runs = [r for r in tracking.run_records(experiment) if r["run_name"].startswith(f"pilot-{size} ")
-            or r["params"].get("name") == f"pilot-{size}"]
-    runs = [r for r in runs if r["status"] == "FINISHED"]
+    runs = [r for r in tracking.find_runs(experiment) if r.run_name.startswith(f"pilot-{size} ")
+            or r.params.get("name") == f"pilot-{size}"]
+    runs = [r for r in runs if r.status == "FINISHED"]
     if len(runs) < 2:
         raise UserError(f"experiment '{experiment}': {len(runs)} finished pilot-{size} runs in "
                         f"{tracking.tracking_uri()} (expected 2: run the pilot first)")
     iou: dict[int, list[float]] = {}
     epoch_s, eval_s, final_eval_s = [], [], []
     for run in runs[:2]:
-        images = int(float(run["params"].get("data.max_images", "null").replace("null", "400") or 400))
-        history = dict(tracking.metric_history(run["run_id"], contract.FCN_IOU.key))
+        images = int(float(run.params.get("data.max_images", "null").replace("null", "400") or 400))
+        history = dict(tracking.metric_history(run.run_id, contract.FCN_IOU.key))
         last = max(history)
         for epoch, value in history.items():
             iou.setdefault(epoch, []).append(value)
-        epoch_s += [images / rate for _, rate in tracking.metric_history(run["run_id"], contract.IMG_PER_S)]
-        costs = dict(tracking.metric_history(run["run_id"], contract.EVAL_S))
+        epoch_s += [images / rate for _, rate in tracking.metric_history(run.run_id, contract.IMG_PER_S)]
+        costs = dict(tracking.metric_history(run.run_id, contract.EVAL_S))
         eval_s += [c for e, c in costs.items() if e != last]
         final_eval_s.append(costs[last])
-    subset = runs[0]["params"].get("eval.every_max_images")
+    subset = runs[0].params.get("eval.every_max_images")
     return Pilot(size, iou, min(epoch_s), min(eval_s), min(final_eval_s),
                  None if subset in (None, "null") else int(subset))
 

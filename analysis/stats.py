@@ -12,7 +12,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 from scipy import stats
 
 
@@ -154,20 +153,6 @@ def holm(pvalues: list[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * pvalues[i]))
         adjusted[i] = running
     return adjusted
-
-
-def summarize(frame: pd.DataFrame, group: str, metrics: list[str], confidence: float = 0.95) -> pd.DataFrame:
-    """One row per group: n and, per metric, mean, low, high (the t-interval)."""
-    rows = []
-    for name, part in frame.groupby(group, sort=False):
-        row = {group: name, "n": len(part)}
-        for metric in metrics:
-            interval = t_interval(part[metric].dropna().tolist() if metric in part else [], confidence)
-            row[f"{metric} mean"] = interval.mean
-            row[f"{metric} ±"] = interval.half_width
-            row[f"{metric} n"] = interval.n
-        rows.append(row)
-    return pd.DataFrame(rows)
 
 
 def kendall_tau(ours: dict[str, float], theirs: dict[str, float]) -> tuple[float, float, int]:

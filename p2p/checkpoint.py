@@ -13,10 +13,10 @@ from typing import Any
 
 import torch
 
+from p2p import contract
 from p2p.errors import UserError
 
-CHECKPOINT = "checkpoint.pt"
-GENERATOR = "generator.pt"
+CHECKPOINT, GENERATOR = contract.CHECKPOINT_FILE, contract.GENERATOR_FILE
 FORMAT = 2  # 2: tensors and plain values only, per-stream RNG states (p2p.streams)
 
 

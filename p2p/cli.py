@@ -12,7 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from p2p import signals
+from p2p import contract, signals
+from p2p.contract import Tag
 from p2p.errors import UserError
 
 
@@ -124,10 +125,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     elif args.resume:
         path = Path(args.resume)
         run_dir = path.parent if path.is_file() else path
-        if not (run_dir / "checkpoint.pt").is_file():
-            raise UserError(f"--resume {args.resume}: no checkpoint.pt there")
-    result = train(cfg, run_dir=run_dir, resume=run_dir is not None, progress=not args.no_progress,
-                   tags={"p2p.scale": args.scale or "custom"})
+        if not (run_dir / contract.CHECKPOINT_FILE).is_file():
+            raise UserError(f"--resume {args.resume}: no {contract.CHECKPOINT_FILE} there")
+    result = train(cfg, tracker=tracking.MlflowTracker(), run_dir=run_dir, resume=run_dir is not None,
+                   progress=not args.no_progress, tags={Tag.SCALE: args.scale or contract.CUSTOM_SCALE})
     print(f"run {result.run_id} finished: {result.run_dir}")
     for key, value in sorted(result.scores.items()):
         print(f"  {key:20s} {value:.4f}")
@@ -171,7 +172,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     metrics = parse_metrics(args.metrics, args.labels is not None)
     scores, count = score_folders(args.outputs_dir, args.targets_dir, args.labels, dataset=args.dataset,
                                   fcn_scorer=args.fcn_scorer, progress=not args.no_progress, metrics=metrics)
-    warnings = [w for w in [fid_warning(count)] if w and "eval/fid" in scores]
+    warnings = [w for w in [fid_warning(count)] if w and contract.FID.key in scores]
     if args.json:
         print(json.dumps({"images": count, "scores": scores, **({"warnings": warnings} if warnings else {})},
                          indent=2))

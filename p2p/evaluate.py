@@ -17,6 +17,7 @@ from p2p import checkpoint, contract, data, runtime
 from p2p.config import DataConfig, RunConfig, config_from_dict, parse_override, replace
 from p2p.errors import UserError
 from p2p.metrics import ScoreSettings, score_images
+from p2p.tracker import Tracker
 
 
 @functools.lru_cache(maxsize=4)
@@ -112,34 +113,21 @@ def write_png(image: torch.Tensor, path: Path) -> None:
 # ---------------------------------------------------------------- p2p eval
 
 
-def evaluate_saved(target: str, split: str | None = None, overrides: list[str] | None = None,
-                   progress: bool = True) -> tuple[dict[str, float], str | None]:
-    """`p2p eval`: score a run's generator (by run id, or a generator.pt / checkpoint.pt path).
+def score_saved(state: dict, path: Path, split: str | None = None, overrides: list[str] | None = None,
+                progress: bool = True, tracker: Tracker | None = None) -> dict[str, float]:
+    """Score the generator of a loaded generator.pt / checkpoint.pt (`state`, read from `path`).
 
-    Scores are logged to the run (the checkpoint's own run, when it is in the tracking store)
-    at the step of the epoch the weights come from, as `eval/*` for the run's `eval.split`
-    and `eval_<split>/*` for another split. Returns (scores, the run id logged to or None).
+    `tracker` (opened on the run the weights come from, if any) gets the scores at the step of their
+    epoch: as `eval/*` for the run's own `eval.split`, as `eval_<split>/*` for another split (so train
+    scores never overwrite test scores).
     """
-    from p2p import tracking
     from p2p.models import create_generator
 
-    path = Path(target)
-    if path.is_file():
-        run_id = None
-    elif path.suffix == ".pt" or "/" in target:
-        raise UserError(f"{target}: checkpoint not found")
-    elif _store_exists() and tracking.run_exists(target):
-        run_id, path = target, _run_generator(target)
-    else:
-        raise UserError(f"{target}: neither a checkpoint file nor a run id in the tracking store "
-                        f"{tracking.tracking_uri()}")
-    state = checkpoint.load(path)
     saved = config_from_dict(state["config"], source=str(path))
     G = create_generator(saved, init=False)
     G.load_state_dict(state["generator"])
     # --set may change how and what is scored (eval.*, runtime.*, data.root), not the weights' architecture.
     cfg = replace(saved, dict(parse_override(o) for o in overrides), source="--set") if overrides else saved
-    run_id = run_id or _stored_run_id(state, path)
     split = split or cfg.eval.split
     epoch = int(state.get("epoch") or saved.optim.epochs + saved.optim.decay_epochs)
 
@@ -147,24 +135,46 @@ def evaluate_saved(target: str, split: str | None = None, overrides: list[str] |
     scores, _ = evaluate_generator(G.to(device), cfg, device, split=split, progress=progress)
     if split != saved.eval.split:
         scores = {f"eval_{split}/" + key.removeprefix(contract.EVAL_PREFIX): value for key, value in scores.items()}
-    if run_id is not None:
-        tracking.RunTracker(run_id).log_metrics(scores, step=epoch)
-    return scores, run_id
+    if tracker is not None and tracker.run_id is not None:
+        tracker.log_metrics(scores, step=epoch)
+    return scores
+
+
+def evaluate_saved(target: str, split: str | None = None, overrides: list[str] | None = None,
+                   progress: bool = True) -> tuple[dict[str, float], str | None]:
+    """`p2p eval`: score a run's generator (by MLflow run id, or a generator.pt / checkpoint.pt path) and log
+    the scores to its run, when that is in the tracking store. Returns (scores, the run id logged to or None)."""
+    from p2p import tracking
+
+    path = Path(target)
+    if path.is_file():
+        run_id = None
+    elif path.suffix == ".pt" or "/" in target:
+        raise UserError(f"{target}: checkpoint not found")
+    elif tracking.store_exists() and tracking.run_exists(target):
+        run_id, path = target, _run_generator(target)
+    else:
+        raise UserError(f"{target}: neither a checkpoint file nor a run id in the tracking store "
+                        f"{tracking.tracking_uri()}")
+    state = checkpoint.load(path)
+    run_id = run_id or _stored_run_id(state, path)
+    tracker = tracking.MlflowTracker.of(run_id) if run_id is not None else None
+    return score_saved(state, path, split, overrides, progress, tracker), run_id
 
 
 def _run_generator(run_id: str) -> Path:
     """A run's generator.pt: in its run folder if that is here, else downloaded from its artifacts."""
     from p2p import tracking
 
-    tracker = tracking.RunTracker(run_id)
+    tracker = tracking.MlflowTracker.of(run_id)
     params = tracker.params()
-    local = Path(params.get("runtime.out_dir", "runs")) / params.get("name", "") / run_id / checkpoint.GENERATOR
+    local = Path(params.get("runtime.out_dir", "runs")) / params.get("name", "") / run_id / contract.GENERATOR_FILE
     if local.is_file():
         return local
     try:
-        return tracker.download_artifact(checkpoint.GENERATOR)
+        return tracker.download_artifact(contract.GENERATOR_FILE)
     except Exception as exc:  # mlflow raises several types for a missing artifact
-        raise UserError(f"run {run_id}: no {checkpoint.GENERATOR} in {local.parent} or in its artifacts "
+        raise UserError(f"run {run_id}: no {contract.GENERATOR_FILE} in {local.parent} or in its artifacts "
                         f"(an unfinished run? evaluate its checkpoint.pt instead) ({type(exc).__name__})") from None
 
 
@@ -172,20 +182,12 @@ def _stored_run_id(state: dict, path: Path) -> str | None:
     """The run a checkpoint belongs to: stored in checkpoint.pt, or the run folder generator.pt sits in."""
     from p2p import tracking
 
-    if not _store_exists():
+    if not tracking.store_exists():
         return None
     for candidate in (state.get("run_id"), path.resolve().parent.name):
         if candidate and tracking.run_exists(candidate):
             return candidate
     return None
-
-
-def _store_exists() -> bool:
-    """Whether there is a tracking store to look in (looking would create an empty sqlite file)."""
-    from p2p import tracking
-
-    uri = tracking.tracking_uri()
-    return not uri.startswith("sqlite:///") or Path(uri.removeprefix("sqlite:///")).is_file()
 
 
 def format_scores(scores: dict[str, float]) -> str:

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import ctypes
 import ctypes.util
+import functools
 import os
 import platform
 import random
 import sys
-import time
 
 import numpy as np
 import torch
 
 from p2p.config import RuntimeConfig
 from p2p.errors import UserError
-
-_LOADED = time.monotonic()
 
 
 def select_device(cfg: RuntimeConfig) -> torch.device:
@@ -54,7 +51,7 @@ def configure(cfg: RuntimeConfig, seed: int) -> torch.device:
 
 @functools.lru_cache(maxsize=None)
 def machine() -> str:
-    """What ran a run, for its `p2p.machine` tag: CPU model, cores, the SIMD level torch uses, and any GPU."""
+    """What ran a run, for its machine tag: CPU model, cores, the SIMD level torch uses, and any GPU."""
     model = platform.processor() or platform.machine()
     try:
         for line in open("/proc/cpuinfo"):
@@ -67,22 +64,6 @@ def machine() -> str:
     if torch.cuda.is_available():
         text += f", {torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
     return text
-
-
-def process_age() -> float:
-    """Seconds since this process started (Linux: from /proc; elsewhere since this module loaded)."""
-    try:
-        start_ticks = int(open("/proc/self/stat").read().rsplit(")", 1)[1].split()[19])
-        uptime = float(open("/proc/uptime").read().split()[0])
-        return uptime - start_ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError):
-        return time.monotonic() - _LOADED
-
-
-def trace_first_step() -> bool:
-    """With P2P_TRACE_STARTUP set: say how long start-up took (what `make bench` measures)."""
-    print(f"p2p: first training step {process_age():.2f} s after process start", file=sys.stderr, flush=True)
-    return False
 
 
 def compile_module(net: torch.nn.Module, cfg: RuntimeConfig, device: torch.device) -> torch.nn.Module:

@@ -1,24 +1,45 @@
-"""Shared fixtures: the facades data beside the project, a private MLflow store, tiny configs."""
+"""Fixtures: the shared data beside the project, a private MLflow store, tiny configs, a tiny FCN scorer.
+
+Two tiers (pytest markers): `make test-fast` runs the unit tests (`-m "not slow"`), `make test` (CI)
+all of them. A test that needs the lab's shared data (`data_root`, `weights_dir`, `tiny_fcn_cache`, or
+the `shared` marker) is skipped, with `helpers.SHARED_ABSENT` as its reason, where that data is not
+there; `.ci/run` fails if anything was skipped so.
+"""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("P2P_SHARED", ROOT.parent / "shared"))
-DATA_ROOT = SHARED / "data"
-WEIGHTS_DIR = SHARED / "weights"
+from tests.helpers import (  # noqa: F401  (the names tests/numerics_probe.py imports from here)
+    DATA_ROOT,
+    ROOT,
+    SHARED,
+    TINY,
+    TINY_FCN_FIT,
+    TINY_FCN_SIZE,
+    WEIGHTS_DIR,
+    facades_config,
+    shared_absent_reason,
+    shared_present,
+)
 
-# Tiny but real: 64x64 crops of 8 facades, a 16x16 PatchGAN, narrow nets.
-TINY = {
-    "data.root": str(DATA_ROOT), "data.max_images": 4, "data.crop_size": 32, "data.load_size": 36,
-    "model.generator.ngf": 8, "model.discriminator.ndf": 8, "model.discriminator.patch": 16,
-    "optim.epochs": 1, "optim.decay_epochs": 1, "eval.metrics": ["ssim", "psnr", "l1"], "eval.max_images": 4,
-    "eval.samples": 2, "runtime.threads": 1,
-}
+SHARED_FIXTURES = {"data_root", "weights_dir", "tiny_fcn_cache"}
+# Modules in the slow tier as a whole: end to end (a fresh process, a server, real data at scale), or many
+# random examples (test_fuzz).
+SLOW_MODULES = {"test_numerics", "test_ui", "test_faults", "test_memmap", "test_signals", "test_sweep_run",
+                "test_sweep_postgres", "test_fuzz"}
+
+
+def pytest_collection_modifyitems(config, items):
+    skip = None if shared_present() else pytest.mark.skip(reason=shared_absent_reason())
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+        if skip is not None and (item.get_closest_marker("shared")
+                                 or SHARED_FIXTURES & set(getattr(item, "fixturenames", ()))):
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -32,9 +53,17 @@ def private_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:
-    if not (DATA_ROOT / "facades" / "train").is_dir():
-        pytest.fail(f"facades not found at {DATA_ROOT}: tests need ../shared beside the project")
+    if not shared_present():
+        pytest.skip(shared_absent_reason())
     return DATA_ROOT
+
+
+@pytest.fixture(scope="session")
+def weights_dir() -> Path:
+    """The verified ImageNet (and Inception) weights of ../shared/weights."""
+    if not shared_present():
+        pytest.skip(shared_absent_reason())
+    return WEIGHTS_DIR
 
 
 @pytest.fixture
@@ -51,11 +80,6 @@ def tiny_overrides(data_root, tmp_path) -> dict:
     return {**TINY, "runtime.out_dir": str(tmp_path / "runs")}
 
 
-# A real but tiny FCN scorer: 64x64, 120 train photos, 2 epochs (~20 s), clearly above the majority class.
-TINY_FCN_SIZE = 64
-TINY_FCN_FIT = {"epochs": 2, "max_images": 120, "width": 256, "lr": 2e-4, "head_lr": 2e-3}
-
-
 @pytest.fixture(scope="session")
 def tiny_fcn_cache(data_root, tmp_path_factory) -> Path:
     """A cache folder (`eval.cache_dir`) holding the tiny facades-64 FCN scorer, fitted once per session."""
@@ -66,9 +90,3 @@ def tiny_fcn_cache(data_root, tmp_path_factory) -> Path:
     ensure_fcn_scorer(DataConfig(root=str(data_root)), TINY_FCN_SIZE, progress=False, cache_dir=str(cache),
                       weights_dir=str(WEIGHTS_DIR), settings=FitSettings(**TINY_FCN_FIT))
     return cache
-
-
-def facades_config(overrides: dict | None = None):
-    from p2p.config import load_config
-
-    return load_config(ROOT / "experiments" / "facades.yaml", {**(overrides or {})})

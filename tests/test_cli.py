@@ -4,10 +4,13 @@ import json
 import subprocess
 import sys
 
+import pytest
 import torch
 from torchvision.io import decode_image
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
+
+pytestmark = pytest.mark.slow  # end to end: each test trains, runs a command or builds a report
 
 FACADES = str(ROOT / "experiments" / "facades.yaml")
 

@@ -7,7 +7,7 @@ import pytest
 
 from p2p.config import RunConfig, load_config, parse_override
 from p2p.errors import UserError
-from tests.conftest import ROOT, facades_config
+from tests.helpers import ROOT, facades_config
 
 FACADES = ROOT / "experiments" / "facades.yaml"
 
@@ -92,6 +92,7 @@ def test_bad_files(tmp_path):
     assert cfg.optim.epochs == 7 and cfg.optim.decay_epochs == 100
 
 
+@pytest.mark.slow
 def test_cli_user_error_is_one_line_and_exit_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "p2p", "describe", str(FACADES), "--set", "model.generator.arch=vit"],
                           capture_output=True, text=True, cwd=tmp_path)

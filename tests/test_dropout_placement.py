@@ -8,7 +8,7 @@ import torch.nn as nn
 from p2p.errors import UserError
 from p2p.models import count_parameters, create_generator
 from p2p.models.generators import UNetBlock
-from tests.conftest import facades_config
+from tests.helpers import facades_config
 
 
 def blocks_by_level(G):
@@ -39,6 +39,7 @@ def generator(dropout_at, crop=256, ngf=64):
                                             "model.discriminator.patch": 16}))
 
 
+@pytest.mark.slow
 def test_paper_placement_is_the_default_and_the_three_innermost_blocks():
     assert facades_config().model.generator.dropout_at == "paper"  # experiments/facades.yaml
     G = generator("paper")
@@ -52,6 +53,7 @@ def test_paper_placement_is_the_default_and_the_three_innermost_blocks():
     assert all(m.p == 0.5 for m in G.modules() if isinstance(m, nn.Dropout))
 
 
+@pytest.mark.slow
 def test_reference_placement_is_one_level_further_out():
     drops = dropout_map(generator("reference"))
     # junyanz/pytorch-CycleGAN-and-pix2pix: `for i in range(num_downs - 5)` ngf*8 blocks with use_dropout,
@@ -64,6 +66,7 @@ def test_reference_placement_is_one_level_further_out():
     assert dropout_map(generator("reference", 32, 8)) == {}  # 5 downsamplings: no ngf*8 block outside the innermost
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("crop, ngf, expected", [(256, 64, 54_413_955), (128, 32, None)])
 def test_parameters_and_initial_weights_are_the_same_either_way(crop, ngf, expected):
     paper, reference = generator("paper", crop, ngf), generator("reference", crop, ngf)

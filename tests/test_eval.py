@@ -10,9 +10,11 @@ from p2p.contract import DEFAULT_KEYS as SCORE_KEYS
 from p2p.errors import UserError
 from p2p.evaluate import evaluate_generator, evaluate_saved
 from p2p.models import create_generator
-from p2p.tracking import client
+from p2p.tracking import MlflowTracker, client
 from p2p.trainer import train
-from tests.conftest import TINY_FCN_SIZE, WEIGHTS_DIR, facades_config
+from tests.helpers import TINY_FCN_SIZE, WEIGHTS_DIR, facades_config
+
+pytestmark = pytest.mark.slow  # end to end: each test trains, runs a command or builds a report
 
 
 @pytest.fixture
@@ -29,7 +31,7 @@ def history(run_id, key):
 
 def test_eval_of_a_trained_run_logs_all_seven_scores_and_reproduces_training(mlflow_uri, scored_overrides, capsys):
     cfg = facades_config(scored_overrides)  # eval.g_mode: train, the paper's test-time mode
-    result = train(cfg, progress=False)
+    result = train(cfg, tracker=MlflowTracker(), progress=False)
     assert set(result.scores) == set(SCORE_KEYS)
     assert 0 < result.scores["eval/fcn_pixel_acc"] < 1 and result.scores["eval/lpips"] > 0
 
@@ -51,7 +53,7 @@ def test_eval_of_a_trained_run_logs_all_seven_scores_and_reproduces_training(mlf
 
 def test_generator_file_outside_the_store_is_scored_and_printed(mlflow_uri, scored_overrides, tmp_path, capsys):
     cfg = facades_config({**scored_overrides, "eval.metrics": ["ssim", "psnr", "l1"], "optim.decay_epochs": 0})
-    result = train(cfg, progress=False)
+    result = train(cfg, tracker=MlflowTracker(), progress=False)
     moved = tmp_path / "elsewhere" / "generator.pt"
     moved.parent.mkdir()
     moved.write_bytes((result.run_dir / checkpoint.GENERATOR).read_bytes())

@@ -8,17 +8,17 @@ import torch
 
 from p2p.config import DataConfig
 from p2p.errors import UserError
-from p2p.metrics import weights
-from p2p.metrics import fcn_fit
+from p2p.metrics import fcn_fit, weights
 from p2p.metrics.fcn import FCN8s, fcn_scores, load_scorer
 from p2p.metrics.fcn_fit import FitSettings, ensure_fcn_scorer, fcn_skip_reason, scorer_for_run, scorer_path
-from tests.conftest import TINY_FCN_FIT, TINY_FCN_SIZE, WEIGHTS_DIR, facades_config
+from tests.helpers import TINY_FCN_FIT, TINY_FCN_SIZE, WEIGHTS_DIR, facades_config
 
 
 def tiny_scorer_path(cache):
     return cache / "fcn" / f"facades-{TINY_FCN_SIZE}.pt"
 
 
+@pytest.mark.slow
 def test_fcn8s_scores_every_pixel_and_its_skips_start_at_zero_and_learn():
     net = FCN8s(12, width=32)
     x = torch.rand(2, 3, 64, 64)
@@ -31,7 +31,7 @@ def test_fcn8s_scores_every_pixel_and_its_skips_start_at_zero_and_learn():
     assert net.score_pool3.weight.grad.abs().sum() > 0 and net.score_pool4.weight.grad.abs().sum() > 0
 
 
-def test_backbone_gets_the_imagenet_weights_and_frozen_blocks_stay_put():
+def test_backbone_gets_the_imagenet_weights_and_frozen_blocks_stay_put(weights_dir):
     net = FCN8s(12, width=32)
     weights.load_features(net.features, "vgg16", str(WEIGHTS_DIR))
     reference = torch.load(WEIGHTS_DIR / "vgg16-features-imagenet.pth", weights_only=True)
@@ -42,6 +42,7 @@ def test_backbone_gets_the_imagenet_weights_and_frozen_blocks_stay_put():
     assert len(trainable) == 9  # conv3_1..conv5_3
 
 
+@pytest.mark.slow
 def test_tiny_fit_is_clearly_above_the_majority_class(tiny_fcn_cache):
     info = load_scorer(tiny_scorer_path(tiny_fcn_cache)).info
     truth, majority = info["ground_truth"], info["majority"]
@@ -52,6 +53,7 @@ def test_tiny_fit_is_clearly_above_the_majority_class(tiny_fcn_cache):
     assert truth["iou"] > 2.5 * majority["iou"]
 
 
+@pytest.mark.slow
 def test_scorer_file_holds_its_palette_and_refuses_other_sizes(tiny_fcn_cache, data_root):
     from p2p import data
 
@@ -77,6 +79,7 @@ def test_fcn_applies_to_labels_to_photo_with_a_palette_only(data_root, tmp_path)
         fcn_fit.fit_scorer(DataConfig(root=str(data_root)), 64, tmp_path / "x.pt", weights_dir=str(tmp_path))
 
 
+@pytest.mark.slow
 def test_runs_use_the_cached_scorer_and_a_missing_one_is_fitted_or_an_error(data_root, tmp_path, tiny_fcn_cache,
                                                                           monkeypatch):
     base = {"data.root": str(data_root), "data.crop_size": TINY_FCN_SIZE, "data.load_size": 72}

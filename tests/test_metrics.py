@@ -24,7 +24,7 @@ from p2p.metrics.segmentation import (
     load_palette,
     segmentation_scores,
 )
-from tests.conftest import TINY_FCN_SIZE, WEIGHTS_DIR
+from tests.helpers import TINY_FCN_SIZE, WEIGHTS_DIR
 
 EXAMPLES = WEIGHTS_DIR / "lpips-examples"
 # ../shared/weights/README.md: LPIPS v0.1 distances of the LPIPS project's example images.
@@ -36,8 +36,9 @@ def photos_and_labels(data_root, size, count=None):
     return pairs.pairs[:, :3].contiguous(), pairs.pairs[:, 3:].contiguous()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("net", ["alex", "vgg"])
-def test_lpips_reproduces_the_reference_distances(net):
+def test_lpips_reproduces_the_reference_distances(net, weights_dir):
     reference = data.read_rgb(EXAMPLES / "ex_ref.png")[None]
     model = lpips_model(net, str(WEIGHTS_DIR))
     for name, expected in LPIPS_REFERENCE[net].items():
@@ -46,6 +47,7 @@ def test_lpips_reproduces_the_reference_distances(net):
     assert float(lpips_distance(reference, reference, model)) == 0.0
 
 
+@pytest.mark.slow
 def test_missing_weights_are_an_error_never_random_weights(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="alexnet-features-imagenet.pth"):
         lpips_model("alex", str(tmp_path))
@@ -64,6 +66,7 @@ def test_missing_weights_are_an_error_never_random_weights(tmp_path, monkeypatch
         lpips_model("alex", None)
 
 
+@pytest.mark.slow
 def test_ssim_and_psnr_agree_with_scikit_image_on_real_facades(data_root):
     photos, labels = photos_and_labels(data_root, 256, 4)
     noise = torch.randn(photos.shape, generator=torch.Generator().manual_seed(0)) * 20
@@ -127,6 +130,7 @@ def test_confusion_matrix_scores_match_the_reference_code_when_every_class_occur
     assert (ours["pixel_acc"], ours["class_acc"], ours["iou"]) == pytest.approx((acc, cl_acc, iu), abs=1e-9)
 
 
+@pytest.mark.slow
 def test_palette_maps_real_label_maps_to_the_twelve_classes(data_root):
     palette = load_palette(data_root / "facades" / "palette.json")
     assert load_palette(PACKAGED_PALETTES / "facades.json") == palette  # the copy shipped for online users
@@ -156,6 +160,7 @@ def all_scores(outputs, targets, labels, cache):
     return score_images(outputs, targets, settings, labels=labels)
 
 
+@pytest.mark.slow
 def test_real_photos_against_themselves_score_perfectly_and_the_ground_truth_fcn_row(test_split_64,
                                                                                         tiny_fcn_cache):
     from p2p.metrics.fcn import load_scorer
@@ -170,6 +175,7 @@ def test_real_photos_against_themselves_score_perfectly_and_the_ground_truth_fcn
     assert {k: scores[f"eval/fcn_{k}"] for k in truth} == truth
 
 
+@pytest.mark.slow
 def test_blurred_or_shuffled_photos_score_worse_on_every_metric(test_split_64, tiny_fcn_cache):
     photos, labels = (images[:40] for images in test_split_64)
     real = all_scores(photos, photos, labels, tiny_fcn_cache)

@@ -14,13 +14,13 @@ from p2p import data
 from p2p.cli import main
 from p2p.config import DataConfig
 from p2p.metrics import ScoreSettings, score_images
-from tests.conftest import TINY_FCN_SIZE, WEIGHTS_DIR
+from tests.helpers import TINY_FCN_SIZE, WEIGHTS_DIR
 
 EXAMPLES = WEIGHTS_DIR / "lpips-examples"
 
 
 @pytest.fixture
-def lpips_folders(tmp_path):
+def lpips_folders(tmp_path, weights_dir):
     """The LPIPS example: the reference in one folder, a distorted image under the same name in the other."""
     (tmp_path / "ref").mkdir()
     (tmp_path / "p0").mkdir()
@@ -29,6 +29,7 @@ def lpips_folders(tmp_path):
     return tmp_path / "p0", tmp_path / "ref"
 
 
+@pytest.mark.slow
 def test_score_command_prints_the_reference_lpips_distance(lpips_folders, tmp_path):
     env = {**os.environ, "P2P_WEIGHTS_DIR": str(WEIGHTS_DIR)}
     proc = subprocess.run([sys.executable, "-m", "p2p", "score", *map(str, lpips_folders), "--json", "--no-progress"],
@@ -40,6 +41,7 @@ def test_score_command_prints_the_reference_lpips_distance(lpips_folders, tmp_pa
     assert set(result["scores"]) == {"eval/lpips", "eval/ssim", "eval/psnr", "eval/l1"}
 
 
+@pytest.mark.slow
 def test_plain_output_lists_the_scores(lpips_folders, monkeypatch, capsys):
     monkeypatch.setenv("P2P_WEIGHTS_DIR", str(WEIGHTS_DIR))
     assert main(["score", *map(str, lpips_folders), "--no-progress"]) == 0
@@ -88,6 +90,7 @@ def test_mismatched_names_and_sizes_are_one_line_errors(tmp_path, data_root, cap
     assert "no FCN scores for --dataset maps" in err
 
 
+@pytest.mark.slow
 def test_folders_score_exactly_as_in_memory_images(tmp_path, data_root, tiny_fcn_cache, capsys, monkeypatch):
     """What `p2p eval` computes on generated images, `p2p score` computes on them saved as PNG."""
     monkeypatch.setenv("P2P_WEIGHTS_DIR", str(WEIGHTS_DIR))

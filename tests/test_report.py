@@ -1,6 +1,5 @@
 """Reports from a sweep stored in MLflow: paired findings, Holm, power, trends, provenance, the paper beside us."""
 
-import calendar
 import json
 import math
 import os
@@ -20,93 +19,11 @@ from analysis.power import paired_power
 from analysis.report import build_report
 from analysis.stats import kendall_tau, t_interval
 from analysis.summary import main as summary_main
-from p2p import checkpoint, tracking
-from p2p.config import to_dict
+from p2p import tracking
 from p2p.errors import UserError
-from p2p.models import create_generator
-from tests.conftest import ROOT, TINY, facades_config
+from tests.helpers import IOU, MACHINE, ROOT, SEEDS, TINY, make_sweep
 
-SEEDS = (0, 1, 2)
-# FCN IoU per cell and seed at the last epoch (3). 286x286 seed 1 failed.
-IOU = {"1x1": (0.10, 0.12, 0.11), "16x16": (0.20, 0.20, 0.24), "70x70": (0.22, 0.25, 0.23),
-       "286x286": (0.15, None, 0.14)}
-# ... and at the intermediate epochs 1 and 2 (eval.every 1, on eval.every_max_images = 20 images).
-EARLY = {"16x16": {1: (0.08, 0.10, 0.10), 2: (0.13, 0.10, 0.12)},  # below 1x1, mixed, then above
-         "70x70": {1: (0.14, 0.10, 0.13), 2: (0.20, 0.23, 0.21)}}  # mixed, then above from epoch 2
-PARAMS = {"eval.every": 1, "eval.every_max_images": 20, "eval.max_images": "null", "optim.epochs": 2,
-          "optim.decay_epochs": 1}
-MACHINE = "AMD EPYC 7B13, 2 cores, AVX2"
-COMMIT_1, COMMIT_2 = "a" * 40, "b" * 40
-MIN = 60_000
-T0 = calendar.timegm((2026, 1, 5, 9, 0, 0)) * 1000  # the first sitting
-T1 = T0 + 24 * 60 * MIN  # the sweep resumed the next day
-
-
-def iou(cell, seed, epoch):
-    return EARLY.get(cell, {}).get(epoch, IOU[cell])[seed]
-
-
-def scores(value):
-    return {"eval/fcn_iou": value, "eval/fcn_pixel_acc": 0.3 + value, "eval/fcn_class_acc": 0.1 + value,
-            "eval/lpips": 0.5 - value, "eval/ssim": 0.2 + value / 10, "eval/psnr": 12 + value,
-            "eval/l1": 0.4 - value / 10}
-
-
-def fake_run(parent, cell, seed, start, stamps, end, commit, generator=None, failure=None):
-    """One trial's run with its own times: epoch e's metrics logged at stamps[e - 1] (ms)."""
-    c = tracking.client()
-    tags = {"p2p.sweep": "patchsize", "p2p.cell": cell, "p2p.seed": str(seed), "p2p.scale": "paper",
-            "p2p.git_commit": commit, "p2p.machine": MACHINE, tracking.PARENT_TAG: parent.run_id}
-    run = c.create_run(tracking.experiment_id("patchsize"), start_time=start, tags=tags, run_name=f"{cell} seed{seed}")
-    tracker = tracking.RunTracker(run.info.run_id)
-    tracker.log_params(PARAMS)
-    for epoch, stamp in enumerate(stamps, 1):
-        c.log_metric(tracker.run_id, "train/lr", 2e-4, timestamp=stamp, step=epoch)
-        tracker.log_metrics({"train/loss_D_real": 0.7 - 0.1 * epoch + 0.01 * seed, "train/loss_D_fake": 0.6,
-                             "train/loss_G_GAN": 0.8 + 0.05 * epoch, "train/loss_G_L1": 0.4 / epoch}, step=epoch)
-        if failure is None:
-            tracker.log_metrics(scores(iou(cell, seed, epoch)), step=epoch)
-    if generator is not None:
-        tracker.log_artifact(generator)
-    if failure is not None:
-        tracker.set_tags({tracking.FAILURE_TAG: failure})
-    c.set_terminated(tracker.run_id, "FAILED" if failure else "FINISHED", end_time=end)
-
-
-def make_sweep(tiny_overrides, tmp_path, with_generators=True):
-    """A patchsize sweep at the paper scale (3 seeds) as the sweep engine leaves it, with known numbers.
-
-    Sitting 1 runs seeds 0 and 1 two at a time (10 min each, 40 min) and starts 70x70 seed 2,
-    which is killed after its first epoch; the next day the sweep is resumed: 70x70 seed 2
-    continues (same run), 1x1, 16x16 and 286x286 seed 2 run (20 min). Wall time: 43 + 20 min.
-    """
-    parent = tracking.RunTracker.start("patchsize", "patchsize-paper",
-                                       tags={"p2p.sweep": "patchsize", "p2p.scale": "paper", "p2p.role": "sweep",
-                                             "p2p.set": "optim.epochs=2 eval.every=1"})
-    generator = None
-    if with_generators:
-        cfg = facades_config({**tiny_overrides, "data.crop_size": 32, "data.load_size": 32})
-        generator = tmp_path / "generator.pt"
-        checkpoint.save_atomic({"format": checkpoint.FORMAT, "config": to_dict(cfg),
-                                "generator": create_generator(cfg).state_dict()}, generator)
-
-    def normal(cell, seed, start, commit):
-        fake_run(parent, cell, seed, start, [start + 3 * MIN, start + 6 * MIN, start + 9 * MIN], start + 10 * MIN,
-                 commit, generator)
-
-    slots = [[("1x1", 0), ("16x16", 0)], [("70x70", 0), ("286x286", 0)], [("1x1", 1), ("16x16", 1)],
-             [("70x70", 1)]]
-    for k, slot in enumerate(slots):
-        for cell, seed in slot:
-            normal(cell, seed, T0 + 10 * k * MIN, COMMIT_1)
-    fake_run(parent, "286x286", 1, T0 + 30 * MIN, [T0 + 33 * MIN], T0 + 35 * MIN, COMMIT_1,
-             failure="non-finite loss (train/loss_G_GAN) in epoch 2 by step 17")
-    fake_run(parent, "70x70", 2, T0 + 40 * MIN, [T0 + 43 * MIN, T1 + 3 * MIN, T1 + 6 * MIN], T1 + 7 * MIN, COMMIT_1,
-             generator)
-    normal("1x1", 2, T1, COMMIT_2)
-    normal("16x16", 2, T1 + 7 * MIN, COMMIT_2)
-    normal("286x286", 2, T1 + 10 * MIN, COMMIT_2)
-    return parent
+pytestmark = pytest.mark.slow  # end to end: each test trains, runs a command or builds a report
 
 
 def paired(better, worse, seeds=SEEDS):

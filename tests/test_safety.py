@@ -22,7 +22,7 @@ from p2p import checkpoint, data, tracking
 from p2p.cli import main
 from p2p.errors import UserError
 from p2p.sweep.spec import run_dir
-from tests.conftest import ROOT, TINY, facades_config
+from tests.helpers import ROOT, facades_config
 
 FACADES = str(ROOT / "experiments" / "facades.yaml")
 
@@ -98,6 +98,7 @@ def test_eval_refuses_a_poisoned_checkpoint_file(tmp_path, marker, mlflow_uri, c
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_eval_refuses_a_poisoned_generator_artifact_of_a_run(tmp_path, marker, mlflow_uri, capsys):
     """`p2p eval RUN_ID`: the run's generator.pt comes from the (sqlite) MLflow store's artifacts."""
     c = tracking.client()
@@ -111,6 +112,7 @@ def test_eval_refuses_a_poisoned_generator_artifact_of_a_run(tmp_path, marker, m
     assert not marker.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["folder", "latest"])
 def test_train_resume_refuses_a_poisoned_checkpoint(tmp_path, marker, mlflow_uri, tiny_overrides, capsys, how):
     folder = Path(tiny_overrides["runtime.out_dir"]) / "facades" / "0123abcd"
@@ -122,8 +124,10 @@ def test_train_resume_refuses_a_poisoned_checkpoint(tmp_path, marker, mlflow_uri
     assert not (tmp_path / "mlflow.db").exists()  # refused before any run was opened
 
 
+@pytest.mark.slow
 def test_sweep_resume_refuses_a_poisoned_trial_checkpoint(tmp_path, marker, data_root):
-    from tests.test_sweep_run import sweep_command, sweep_env, write_spec
+    from tests.helpers import sweep_command, sweep_env
+    from tests.helpers import write_sweep_spec as write_spec
 
     spec = write_spec(tmp_path, "poison", {"a": {}}, seeds=1)
     poisoned = poison_checkpoint(run_dir(tmp_path / "runs", "poison", "cpu", "a", 0) / checkpoint.CHECKPOINT, marker)
@@ -137,13 +141,14 @@ def test_sweep_resume_refuses_a_poisoned_trial_checkpoint(tmp_path, marker, data
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_report_samples_refuse_a_poisoned_generator_artifact(tmp_path, marker, mlflow_uri):
     """The report's sample grid downloads each cell's generator.pt from MLflow."""
     from analysis.load import load_sweep
     from analysis.samples import cell_samples
 
-    tracker = tracking.RunTracker.start("poison", "a seed0", tags={"p2p.sweep": "poison", "p2p.cell": "a",
-                                                                   "p2p.seed": "0", "p2p.scale": "cpu"})
+    tracker = tracking.MlflowTracker()
+    tracker.start("poison", "a seed0", tags={"p2p.sweep": "poison", "p2p.cell": "a", "p2p.seed": "0", "p2p.scale": "cpu"})
     upload = tmp_path / "upload"
     poison_checkpoint(upload / checkpoint.GENERATOR, marker)
     tracker.log_artifact(upload / checkpoint.GENERATOR)
@@ -184,6 +189,7 @@ def test_decoded_data_cache_refuses_a_poisoned_file_and_decodes_again(tmp_path, 
     assert torch.equal(checkpoint.load_plain(cached, "decoded-data cache")["pairs"], pairs.pairs)
 
 
+@pytest.mark.slow
 def test_a_real_process_refuses_the_poison_in_one_line(tmp_path, marker):
     """`p2p translate` of a poisoned file in its own process: no traceback, exit 2, nothing run or written."""
     poisoned = poison_checkpoint(tmp_path / "generator.pt", marker)

@@ -12,7 +12,7 @@ from p2p import checkpoint, data
 from p2p.cli import main
 from p2p.config import load_config
 from p2p.tracking import client
-from tests.conftest import ROOT, TINY
+from tests.helpers import ROOT, TINY
 
 LSGAN = ROOT / "experiments" / "facades-lsgan-tricks.yaml"
 COLOR = ROOT / "experiments" / "celeba-colorization.yaml"
@@ -47,6 +47,7 @@ def test_lsgan_tricks_config_holds_the_seed_setup():
     assert losses.instance_noise_std(t.instance_noise, total, total) == 0.0  # decayed to 0 by the end
 
 
+@pytest.mark.slow
 def test_lsgan_tricks_trains_end_to_end_at_the_cpu_scale(mlflow_uri, tiny_overrides, capsys):
     run_id, _ = train_cli(LSGAN, {**tiny_overrides, "runtime.deterministic": True}, capsys)
     run = client().get_run(run_id)
@@ -85,6 +86,7 @@ def test_colorization_config_reads_single_photos_as_grayscale_to_colour(single_p
     assert (photo[:, 0] != photo[:, 2]).float().mean() > 0.5  # a colour photo, not three equal channels
 
 
+@pytest.mark.slow
 def test_colorization_trains_end_to_end_at_the_cpu_scale(mlflow_uri, tiny_overrides, single_photos, capsys):
     overrides = {**tiny_overrides, "data.root": str(single_photos), "data.max_images": 4, "eval.max_images": 3}
     run_id, run_dir = train_cli(COLOR, overrides, capsys)
@@ -101,6 +103,7 @@ def test_colorization_trains_end_to_end_at_the_cpu_scale(mlflow_uri, tiny_overri
     assert G(torch.zeros(1, 1, 32, 32)).shape == (1, 3, 32, 32)  # one grayscale channel in, colour out
 
 
+@pytest.mark.slow
 def test_tricks_sweep_resolves_every_cell_on_top_of_lsgan(tmp_path, mlflow_uri, capsys):
     from p2p.sweep.driver import make_plan
     from p2p.sweep.spec import load_spec
@@ -122,7 +125,7 @@ def test_tricks_sweep_resolves_every_cell_on_top_of_lsgan(tmp_path, mlflow_uri, 
             "--storage", f"sqlite:///{tmp_path / 'optuna.db'}", "--no-progress"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "5 cells x 2 seeds = 10 trials" in out and "INVALID" not in out
+    assert "5 cells x 4 seeds = 20 trials" in out and "INVALID" not in out  # the CPU protocol: 4 seeds
     rows = [line.split()[0] for line in out.splitlines() if line.startswith("  ") and "todo" in line]
     assert rows == ["none", "label_smoothing", "label_flip", "instance_noise", "all"]
     assert not (tmp_path / "optuna.db").exists()

@@ -18,7 +18,7 @@ import yaml
 from p2p import checkpoint, tracking
 from p2p.sweep import study as studies
 from p2p.sweep.spec import load_spec, run_dir
-from tests.conftest import DATA_ROOT, ROOT, TINY
+from tests.helpers import DATA_ROOT, ROOT, TINY
 
 FACADES = str(ROOT / "experiments" / "facades.yaml")
 EPOCHS = 40  # ~0.1 s each at TINY: long enough to be stopped mid-run, short enough to finish after
@@ -152,13 +152,13 @@ def test_a_signal_stops_a_sweep_worker_and_the_same_command_resumes_its_trial(tm
         assert err.strip().splitlines()[-1] == "p2p: stopped by SIGINT"
     else:
         assert "run the same command again to resume it" in err
-    assert storage.get_trial(trial._trial_id).state == studies.TrialState.WAITING  # queued again at once
+    assert storage.get_trial(studies.trial_id(trial)).state == studies.TrialState.WAITING  # queued again at once
     state = check_stopped(folder, uri, name)
 
     again = subprocess.run(sweep(spec, tmp_path), cwd=tmp_path, env=env_for(uri), capture_output=True, text=True,
                            timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
-    final = storage.get_trial(trial._trial_id)
+    final = storage.get_trial(studies.trial_id(trial))
     assert final.state == studies.TrialState.COMPLETE
     assert final.user_attrs[studies.RUN_ID] == state["run_id"]  # the same MLflow run, continued
     check_resumed(state["run_id"], uri)

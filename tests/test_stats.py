@@ -18,7 +18,7 @@ from analysis.power import Needed, first_reaching, load_effect_sizes, paired_pow
 from analysis.provenance import active_spans, reproduce_commands, split_set_tag, union_ms
 from analysis.stats import Difference, compare, holm, paired_difference, t_interval, welch_test
 from analysis.summary import summary
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 MIN = 60_000  # ms
 

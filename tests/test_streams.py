@@ -3,11 +3,12 @@ sees the same batches and the same trick draws; only the cell's own factor diffe
 
 import hashlib
 
+import pytest
 import torch
 
 from p2p import checkpoint, losses, streams, trainer
 from p2p.models import create_discriminator, create_generator
-from tests.conftest import facades_config
+from tests.helpers import facades_config
 
 CELLS = {  # as the loss, patchsize and tricks sweeps vary them
     "L1": {"loss.gan": "none"},
@@ -83,6 +84,7 @@ def test_same_architecture_same_initial_weights_in_every_cell(data_root):
     assert all(torch.equal(first[k], again[k]) for k in first)
 
 
+@pytest.mark.slow
 def test_cells_see_the_same_batches_dropout_and_trick_draws(monkeypatch, mlflow_uri, tiny_overrides, tmp_path):
     common = {**tiny_overrides, "runtime.deterministic": True, "data.max_images": 3}
     seen = {name: record(monkeypatch, facades_config({**common, **CELLS[name]}), tmp_path, name)
@@ -100,6 +102,7 @@ def test_cells_see_the_same_batches_dropout_and_trick_draws(monkeypatch, mlflow_
     assert any(seen["flip"]["flips"]) and not all(seen["flip"]["flips"])
 
 
+@pytest.mark.slow
 def test_scoring_during_training_changes_nothing_the_run_learns(mlflow_uri, tiny_overrides, tmp_path):
     cfg = facades_config({**tiny_overrides, "runtime.deterministic": True, "eval.every": 0})
     every = facades_config({**tiny_overrides, "runtime.deterministic": True, "eval.every": 1,

@@ -11,7 +11,7 @@ import yaml
 from p2p.errors import UserError
 from p2p.sweep import study as studies
 from p2p.sweep.spec import TrialKey, check_cli_overrides, grid, load_spec, run_dir, trial_config
-from tests.conftest import ROOT, SHARED, TINY
+from tests.helpers import ROOT, SHARED, TINY
 
 SWEEPS = ROOT / "sweeps"
 FACADES = ROOT / "experiments" / "facades.yaml"
@@ -34,7 +34,7 @@ def tiny_spec(tmp_path, cells, seeds=2, name="tiny", extra=None):
 # ---------------------------------------------------------------- the four ablations
 
 
-def test_sweep_cells_are_the_papers_table_rows():
+def test_sweep_cells_are_the_papers_table_rows(data_root):
     paper = yaml.safe_load((SHARED / "data" / "paper" / "pix2pix-tables.yaml").read_text())["tables"]
     names = {p.stem: [c.name for c in load_spec(p).cells] for p in SWEEPS.glob("*.yaml")}
     assert names["patchsize"] == ["1x1", "16x16", "70x70", "286x286"] == list(paper["patchsize"])
@@ -154,6 +154,7 @@ def open_study(tmp_path, spec_path, heartbeat_s=10):
     return spec, storage, studies.create_or_load(storage, spec, "cpu", [])
 
 
+@pytest.mark.slow
 def test_each_cell_and_seed_is_claimed_exactly_once_by_concurrent_workers(tmp_path):
     spec, storage, study = open_study(tmp_path, tiny_spec(tmp_path, {f"c{i}": {} for i in range(6)}, seeds=2))
     keys = grid(spec, "cpu")
@@ -166,7 +167,7 @@ def test_each_cell_and_seed_is_claimed_exactly_once_by_concurrent_workers(tmp_pa
         own_study = studies.load(own, spec, "cpu")
         while (trial := studies.claim_waiting(own_study, own)) is not None:
             with lock:
-                claimed.append(studies.key_of(own.get_trial(trial._trial_id)))
+                claimed.append(studies.key_of(own.get_trial(studies.trial_id(trial))))
             own_study.tell(trial, 0.5)
 
     threads = [threading.Thread(target=worker) for _ in range(4)]
@@ -179,6 +180,7 @@ def test_each_cell_and_seed_is_claimed_exactly_once_by_concurrent_workers(tmp_pa
     assert {s.state for s in states.values()} == {"done"} and not studies.has_unfinished(study)
 
 
+@pytest.mark.slow
 def test_failed_trials_stay_failed_unless_retried_and_dead_workers_trials_come_back(tmp_path):
     spec, storage, study = open_study(tmp_path, tiny_spec(tmp_path, {"a": {}, "b": {}}, seeds=1), heartbeat_s=1)
     keys = grid(spec, "cpu")
@@ -193,17 +195,18 @@ def test_failed_trials_stay_failed_unless_retried_and_dead_workers_trials_come_b
     # A claimed trial whose worker stops beating: after 3 heartbeats it fails and a copy is queued.
     second = studies.claim_waiting(study, storage)
     second.set_user_attr(studies.WORKER, "dead:1")
-    assert studies.key_of(storage.get_trial(second._trial_id)) == keys[1]
+    assert studies.key_of(storage.get_trial(studies.trial_id(second))) == keys[1]
     time.sleep(4.5)  # sqlite keeps heartbeats to the second
     studies.recover_stale(study, storage)
-    assert storage.get_trial(second._trial_id).state == studies.TrialState.FAIL
+    assert storage.get_trial(studies.trial_id(second)).state == studies.TrialState.FAIL
     state = studies.key_states(study, keys)[keys[1]]
     assert state.state == "waiting" and state.trial.user_attrs[studies.WORKER] == "dead:1"
     again = [studies.claim_waiting(study, storage) for _ in range(2)]
-    assert sorted(str(studies.key_of(storage.get_trial(t._trial_id))) for t in again) == sorted(map(str, keys))
+    assert sorted(str(studies.key_of(storage.get_trial(studies.trial_id(t)))) for t in again) == sorted(map(str, keys))
     assert studies.claim_waiting(study, storage) is None
 
 
+@pytest.mark.slow
 def test_a_resumed_sweep_must_keep_its_set_values(tmp_path):
     spec, storage, study = open_study(tmp_path, tiny_spec(tmp_path, {"a": {}}))
     studies.create_or_load(storage, spec, "cpu", ["runtime.threads=2"])  # how a run executes may differ
@@ -214,6 +217,7 @@ def test_a_resumed_sweep_must_keep_its_set_values(tmp_path):
 # ---------------------------------------------------------------- dry run and search
 
 
+@pytest.mark.slow
 def test_dry_run_prints_the_trials_and_a_measured_estimate(tmp_path, data_root, mlflow_uri, capsys):
     from p2p.sweep.driver import SweepOptions, run_sweep
 
@@ -228,6 +232,7 @@ def test_dry_run_prints_the_trials_and_a_measured_estimate(tmp_path, data_root, 
     assert not (tmp_path / "optuna.db").exists()  # a dry run creates nothing
 
 
+@pytest.mark.slow
 def test_search_trials_sample_in_range_and_stop_at_the_budget(tmp_path, data_root, mlflow_uri):
     from p2p import tracking
     from p2p.sweep.driver import _prepare, make_plan
@@ -253,6 +258,6 @@ def test_search_trials_sample_in_range_and_stop_at_the_budget(tmp_path, data_roo
         # eval/ssim reported after each epoch; a pruned trial stopped after the first (warmup_epochs 1)
         assert sorted(t.intermediate_values) == ([1, 2] if t.state.name == "COMPLETE" else [1])
     runs = tracking.find_tagged_runs("search", {"p2p.sweep": "search"})
-    children = [r for r in runs if r.data.tags.get("p2p.role") != "sweep"]
-    assert sorted(r.data.tags["p2p.cell"] for r in children) == ["t000", "t001", "t002"]
-    assert {r.data.params["optim.lr"] for r in children} == {str(t.params["optim.lr"]) for t in trials}
+    children = [r for r in runs if r.tags.get("p2p.role") != "sweep"]
+    assert sorted(r.tags["p2p.cell"] for r in children) == ["t000", "t001", "t002"]
+    assert {r.params["optim.lr"] for r in children} == {str(t.params["optim.lr"]) for t in trials}

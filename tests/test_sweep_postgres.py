@@ -3,45 +3,30 @@ and two sweep commands as two machines would run them; one is SIGKILLed mid-tria
 
 from __future__ import annotations
 
-import glob
 import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.test_sweep_run import (OK_CELLS, check_completed_once, kill_mid_trial, start, sweep_command, sweep_env,
-                                  write_spec)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def postgres_bin() -> Path:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb")) or list(filter(None, [shutil.which("initdb")]))
-    if not found:
-        pytest.fail("PostgreSQL is not installed (Debian: apt-get install postgresql; .ci/run installs it)")
-    return Path(found[-1]).parent
-
-
-def wait_until(check, timeout: float, what: str, log: Path | None = None) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if check():
-            return
-        time.sleep(0.3)
-    pytest.fail(f"{what} did not start in {timeout} s" + (f":\n{log.read_text()[-3000:]}" if log else ""))
+from tests.helpers import (
+    OK_CELLS,
+    check_completed_once,
+    free_port,
+    kill_mid_trial,
+    postgres_bin,
+    start,
+    sweep_command,
+    sweep_env,
+    wait_until,
+)
+from tests.helpers import write_sweep_spec as write_spec
 
 
 @pytest.fixture

@@ -4,9 +4,11 @@ import pytest
 import torch
 
 from p2p import checkpoint, losses
-from p2p.tracking import RunTracker, client
+from p2p.errors import UserError
+from p2p.tracker import NullTracker
+from p2p.tracking import MlflowTracker, client
 from p2p.trainer import StopTraining, TrainingFault, train
-from tests.conftest import facades_config
+from tests.helpers import facades_config
 
 TRICKS = {"tricks.label_smoothing": [0.8, 1.0], "tricks.label_flip": 0.2, "tricks.instance_noise": 0.1,
           "tricks.image_pool": 2, "runtime.deterministic": True, "data.max_images": 3}
@@ -17,19 +19,20 @@ def weights(path):
     return state["generator"], state.get("discriminator")
 
 
+@pytest.mark.slow
 def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(mlflow_uri, tiny_overrides, tmp_path):
     cfg = facades_config({**tiny_overrides, **TRICKS, "optim.epochs": 1, "optim.decay_epochs": 2})
-    whole = train(cfg, run_dir=tmp_path / "whole", progress=False)
+    whole = train(cfg, tracker=MlflowTracker(), run_dir=tmp_path / "whole", progress=False)
 
     def stop_after_first(epoch, metrics):
         if epoch == 1:
             raise StopTraining("simulated kill after epoch 1")
 
     with pytest.raises(StopTraining):
-        train(cfg, run_dir=tmp_path / "split", progress=False, on_epoch=stop_after_first)
+        train(cfg, tracker=MlflowTracker(), run_dir=tmp_path / "split", progress=False, on_epoch=stop_after_first)
     first_id = torch.load(tmp_path / "split" / checkpoint.CHECKPOINT, weights_only=True)["run_id"]
     assert client().get_run(first_id).info.status == "KILLED"
-    resumed = train(cfg, run_dir=tmp_path / "split", resume=True, progress=False)
+    resumed = train(cfg, tracker=MlflowTracker(), run_dir=tmp_path / "split", resume=True, progress=False)
     assert resumed.run_id == first_id  # the same MLflow run continues
     assert client().get_run(first_id).info.status == "FINISHED"
 
@@ -60,9 +63,46 @@ def test_deterministic_reruns_are_identical_and_seeds_differ(mlflow_uri, tiny_ov
     assert any(not torch.equal(a[k], c[k]) for k in a if a[k].is_floating_point())
 
 
+def test_a_run_needs_no_store(tiny_overrides, tmp_path, monkeypatch):
+    """The default tracker records in memory only: no MLflow store is opened or created."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    tracker = NullTracker()
+    result = train(facades_config(tiny_overrides), tracker=tracker, run_dir=tmp_path / "run", progress=False)
+    assert not (tmp_path / "mlflow.db").exists()
+    assert tracker.status == "FINISHED" and tracker.run_id == result.run_id
+    assert sorted(tracker.metrics["train/lr"]) == [1, 2] and set(result.scores) <= set(tracker.metrics)
+    assert {"config.yaml", "samples/epoch_002.png", "generator.pt"} <= set(tracker.artifacts)
+
+
+@pytest.mark.slow
+def test_resume_accepts_a_checkpoint_from_before_a_config_key_existed(tiny_overrides, tmp_path):
+    """A sweep started before a config key was added resumes while the key has its default value."""
+    cfg = facades_config({**tiny_overrides, "optim.epochs": 1, "optim.decay_epochs": 1})
+
+    def stop(epoch, metrics):
+        raise StopTraining("stopped after epoch 1")
+
+    with pytest.raises(StopTraining):
+        train(cfg, run_dir=tmp_path / "old", progress=False, on_epoch=stop)
+    path = tmp_path / "old" / checkpoint.CHECKPOINT
+    state = torch.load(path, weights_only=True)
+    del state["config"]["data"]["square_halves"], state["config"]["model"]["generator"]["dropout_at"]  # not yet keys
+    checkpoint.save_atomic(state, path)
+
+    changed = facades_config({**tiny_overrides, "optim.epochs": 1, "optim.decay_epochs": 1, "data.square_halves": False})
+    with pytest.raises(UserError, match="config key 'data.square_halves' was True .the default: the checkpoint predates "
+                                        "the key. and is now False"):
+        train(changed, run_dir=tmp_path / "old", resume=True, progress=False)
+    resumed = train(cfg, run_dir=tmp_path / "old", resume=True, progress=False)
+    assert resumed.epochs == 2 and set(resumed.scores) == {"eval/ssim", "eval/psnr", "eval/l1"}
+    assert torch.load(path, weights_only=True)["finished"]
+
+
+@pytest.mark.slow
 def test_run_lands_in_mlflow_with_the_contract_names(mlflow_uri, tiny_overrides, tmp_path):
     cfg = facades_config({**tiny_overrides, "name": "tiny", "experiment": "tiny-exp"})
-    result = train(cfg, run_dir=tmp_path / "run", progress=False, tags={"p2p.scale": "cpu"})
+    result = train(cfg, tracker=MlflowTracker(), run_dir=tmp_path / "run", progress=False, tags={"p2p.scale": "cpu"})
     run = client().get_run(result.run_id)
     assert run.info.status == "FINISHED" and run.info.run_name == "tiny"
     assert client().get_experiment(run.info.experiment_id).name == "tiny-exp"
@@ -88,14 +128,16 @@ def test_run_lands_in_mlflow_with_the_contract_names(mlflow_uri, tiny_overrides,
     assert load_config(logged) == cfg  # the resolved config reproduces the run
 
 
+@pytest.mark.slow
 def test_l1_only_trains_no_discriminator(mlflow_uri, tiny_overrides, tmp_path):
     cfg = facades_config({**tiny_overrides, "loss.gan": "none", "optim.decay_epochs": 0})
-    result = train(cfg, run_dir=tmp_path / "l1", progress=False)
+    result = train(cfg, tracker=MlflowTracker(), run_dir=tmp_path / "l1", progress=False)
     metrics = client().get_run(result.run_id).data.metrics
     assert "train/loss_G_L1" in metrics and "train/loss_D_real" not in metrics
     assert torch.load(result.run_dir / checkpoint.CHECKPOINT, weights_only=True)["discriminator"] is None
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(mlflow_uri, tiny_overrides, tmp_path,
                                                                       monkeypatch):
     cfg = facades_config({**tiny_overrides, "optim.epochs": 2, "optim.decay_epochs": 0})
@@ -109,7 +151,7 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(mlflow_uri,
 
     monkeypatch.setattr(losses, "l1_loss", poisoned)
     with pytest.raises(TrainingFault, match="non-finite loss .*train/loss_G_L1.* in epoch 2"):
-        train(cfg, run_dir=tmp_path / "nan", progress=False)
+        train(cfg, tracker=MlflowTracker(), run_dir=tmp_path / "nan", progress=False)
     state = torch.load(tmp_path / "nan" / checkpoint.CHECKPOINT, weights_only=True)
     assert state["epoch"] == 1  # epoch 1's work is kept
     run = client().get_run(state["run_id"])
@@ -117,22 +159,23 @@ def test_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(mlflow_uri,
     assert "non-finite loss" in run.data.tags["p2p.failure"]
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_changed_config(mlflow_uri, tiny_overrides, tmp_path):
     cfg = facades_config({**tiny_overrides, "optim.decay_epochs": 0})
-    train(cfg, run_dir=tmp_path / "r", progress=False)
-    from p2p.errors import UserError
+    train(cfg, tracker=MlflowTracker(), run_dir=tmp_path / "r", progress=False)
     changed = facades_config({**tiny_overrides, "optim.decay_epochs": 0, "loss.l1": 10})
     with pytest.raises(UserError, match="cannot resume, config key 'loss.l1' was 100.0 and is now 10.0"):
-        train(changed, run_dir=tmp_path / "r", resume=True, progress=False)
+        train(changed, tracker=MlflowTracker(), run_dir=tmp_path / "r", resume=True, progress=False)
     # resuming a finished run is a no-op that returns its scores
-    again = train(cfg, run_dir=tmp_path / "r", resume=True, progress=False)
+    again = train(cfg, tracker=MlflowTracker(), run_dir=tmp_path / "r", resume=True, progress=False)
     assert set(again.scores) == {"eval/ssim", "eval/psnr", "eval/l1"}
-    assert RunTracker(again.run_id).status() == "FINISHED"
+    assert MlflowTracker.of(again.run_id).status() == "FINISHED"
 
 
+@pytest.mark.slow
 def test_colorization_trains_end_to_end(mlflow_uri, tiny_overrides, tmp_path):
     cfg = facades_config({**tiny_overrides, "data.task": "colorization", "optim.decay_epochs": 0})
-    result = train(cfg, run_dir=tmp_path / "color", progress=False)
+    result = train(cfg, tracker=MlflowTracker(), run_dir=tmp_path / "color", progress=False)
     assert set(result.scores) == {"eval/ssim", "eval/psnr", "eval/l1"}
     g = weights(result.run_dir / checkpoint.GENERATOR)[0]
     assert g["model.model.0.weight"].shape[1] == 1  # a one-channel (grayscale) input

@@ -308,7 +308,7 @@ def _finish(plan: Plan, study, codes: list[int | None]) -> int:
         print(f"MLflow: experiment '{plan.spec.name}' in {tracking.tracking_uri()}, parent run {parent}")
     if left:
         if parent:
-            tracking.RunTracker(parent).kill("unfinished: run the sweep command again to resume")
+            tracking.MlflowTracker.of(parent).kill("unfinished: run the sweep command again to resume")
         if 2 in codes:  # a worker found a mistake in the spec or config (its one-line error is above)
             return 2
         crashed = [c for c in codes if c not in (0, None)]
@@ -316,7 +316,7 @@ def _finish(plan: Plan, study, codes: list[int | None]) -> int:
               "run the same command again to resume it", file=sys.stderr)
         return 1
     if parent:
-        tracking.RunTracker(parent).finish()
+        tracking.MlflowTracker.of(parent).finish()
     return 0
 
 

@@ -2,8 +2,8 @@
 
 Runs in its own process (`p2p sweep SPEC --worker`, started by the sweep command) until no
 trial is queued or running. Every trial ends in exactly one of: COMPLETE with the objective,
-PRUNED (search), FAIL with its reason (trial attr `p2p.failure` and the MLflow run's
-`p2p.failure` tag), or back in the queue when the worker is interrupted.
+PRUNED (search), FAIL with its reason (as a trial attr and as its MLflow run's failure tag,
+p2p.contract.Tag.FAILURE), or back in the queue when the worker is interrupted.
 """
 
 from __future__ import annotations
@@ -21,13 +21,12 @@ from typing import Any
 import optuna
 from optuna.trial import Trial, TrialState
 
-from p2p import checkpoint, signals, tracking
+from p2p import checkpoint, contract, signals, tracking
+from p2p.contract import Tag
 from p2p.errors import UserError
 from p2p.sweep import study as studies
 from p2p.sweep.spec import SweepJob, run_dir, trial_config
 from p2p.trainer import StopTraining, TrainingFault, train
-
-PARENT_SPEC_ARTIFACT = "sweep.yaml"  # the spec, on the sweep's parent run
 
 
 def run_worker(job: SweepJob) -> int:
@@ -70,14 +69,15 @@ def join_sweep(job: SweepJob, study: optuna.Study) -> None:
     spec = job.spec
     with studies.storage_lock(job.storage_url, studies.study_name(spec.name, job.scale)):
         tracking.ensure_store()
-        parent = tracking.find_or_start_run(spec.name, f"{spec.name}-{job.scale}",
-                                            {"p2p.sweep": spec.name, "p2p.scale": job.scale, "p2p.role": "sweep"})
+        parent = tracking.find_or_start_run(contract.sweep_experiment(spec.name),
+                                            contract.parent_run_name(spec.name, job.scale),
+                                            {Tag.SWEEP: spec.name, Tag.SCALE: job.scale, Tag.ROLE: contract.ROLE_SWEEP})
         if study.user_attrs.get(studies.PARENT_RUN) != parent.run_id:
             study.set_user_attr(studies.PARENT_RUN, parent.run_id)
-            parent.set_tags({"p2p.objective": spec.objective, "p2p.direction": spec.direction, "p2p.kind": spec.kind,
-                             "p2p.factor": spec.description[:4000], "p2p.cells": ",".join(c.name for c in spec.cells),
-                             "p2p.set": " ".join(job.overrides)})
-            parent.log_text(spec.path.read_text(), PARENT_SPEC_ARTIFACT)
+            parent.set_tags({Tag.OBJECTIVE: spec.objective, Tag.DIRECTION: spec.direction, Tag.KIND: spec.kind,
+                             Tag.FACTOR: spec.description[:4000], Tag.CELLS: ",".join(c.name for c in spec.cells),
+                             Tag.SET: " ".join(job.overrides)})
+            parent.log_text(spec.path.read_text(), contract.SPEC_ARTIFACT)
     ensure_fcn_scorers(job)
 
 
@@ -95,7 +95,7 @@ def ensure_fcn_scorers(job: SweepJob) -> None:
         if "fcn" not in cfg.eval.metrics:
             continue
         reason = fcn_skip_reason(cfg.data)
-        if reason is not None and spec.objective.startswith("eval/fcn"):
+        if reason is not None and contract.score(spec.objective).metric == "fcn":
             raise UserError(f"{spec.path}: key 'objective.metric' is {spec.objective}, but cell {name} "
                             f"cannot be FCN-scored: {reason}")
         key = (cfg.data.dataset, cfg.data.crop_size, cfg.eval.cache_dir)
@@ -111,12 +111,13 @@ def run_trial(job: SweepJob, study: optuna.Study, trial: Trial) -> None:
     with signals.held():
         cell, seed = _identity(job, trial)
         parent = study.user_attrs.get(studies.PARENT_RUN)
-    tags = {"p2p.sweep": spec.name, "p2p.scale": job.scale, "p2p.cell": cell, "p2p.seed": seed}
-    run_name = f"{cell} seed{seed}"
+    experiment = contract.sweep_experiment(spec.name)
+    tags = {Tag.SWEEP: spec.name, Tag.SCALE: job.scale, Tag.CELL: cell, Tag.SEED: seed}
+    run_name = contract.trial_run_name(cell, seed)
 
     def fail(reason: str) -> None:
         with signals.held():
-            _record_failed_run(spec.name, run_name, {**tags, "p2p.trial": trial.number}, parent, reason, started)
+            _record_failed_run(experiment, run_name, {**tags, Tag.TRIAL: trial.number}, parent, reason, started)
             trial.set_user_attr(studies.FAILURE, reason[:2000])
             study.tell(trial, state=TrialState.FAIL)
 
@@ -128,7 +129,7 @@ def run_trial(job: SweepJob, study: optuna.Study, trial: Trial) -> None:
         return fail(str(exc))
     folder = run_dir(cfg.runtime.out_dir, spec.name, job.scale, cell, seed)
     with signals.held():
-        _prepare_run_dir(folder, spec.name, tags)
+        _prepare_run_dir(folder, experiment, tags)
     share_cores = bool(job.threads) and cfg.runtime.threads == job.threads  # the thread count is the worker's to set
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
@@ -145,8 +146,8 @@ def run_trial(job: SweepJob, study: optuna.Study, trial: Trial) -> None:
                                    f"the median of earlier trials at this epoch")
 
     try:
-        result = train(cfg, run_dir=folder, resume=True, experiment=spec.name,
-                       tags={**tags, "p2p.trial": str(trial.number)}, parent_run_id=parent, progress=False,
+        result = train(cfg, tracker=tracking.MlflowTracker(), run_dir=folder, resume=True, experiment=experiment,
+                       tags={**tags, Tag.TRIAL: str(trial.number)}, parent_run_id=parent, progress=False,
                        on_epoch=on_epoch, run_name=run_name)
     except StopTraining as stop:
         with signals.held():
@@ -164,14 +165,15 @@ def run_trial(job: SweepJob, study: optuna.Study, trial: Trial) -> None:
 
 
 def _record_result(spec, study: optuna.Study, trial: Trial, result, started: float) -> None:
-    tracking.RunTracker(result.run_id).set_tags({"p2p.trial": trial.number})  # the attempt that finished
+    run = tracking.MlflowTracker.of(result.run_id)
+    run.set_tags({Tag.TRIAL: trial.number})  # the attempt that finished
     trial.set_user_attr(studies.RUN_ID, result.run_id)
     trial.set_user_attr(studies.SECONDS, round(time.time() - started, 1))
     value = result.scores.get(spec.objective)
     if value is None or not math.isfinite(value):
         reason = (f"the objective {spec.objective} was not scored (scores: {', '.join(sorted(result.scores)) or 'none'}); "
                   f"check eval.metrics")
-        tracking.RunTracker(result.run_id).set_tags({"p2p.failure": reason})
+        run.set_tags({Tag.FAILURE: reason})
         trial.set_user_attr(studies.FAILURE, reason)
         study.tell(trial, state=TrialState.FAIL)
         return
@@ -224,8 +226,8 @@ def _prepare_run_dir(folder: Path, experiment: str, tags: dict[str, Any]) -> Non
     path = folder / checkpoint.CHECKPOINT
     if not path.is_file():
         for run in tracking.find_tagged_runs(experiment, tags, statuses=["RUNNING"]):
-            tracking.RunTracker(run.info.run_id).kill("its sweep worker stopped before the first checkpoint; "
-                                                      "the trial started again from scratch")
+            tracking.MlflowTracker.of(run.run_id).kill("its sweep worker stopped before the first checkpoint; "
+                                                       "the trial started again from scratch")
         return
     run_id = checkpoint.load(path).get("run_id")
     if run_id and not tracking.run_exists(run_id):
@@ -238,11 +240,13 @@ def _prepare_run_dir(folder: Path, experiment: str, tags: dict[str, Any]) -> Non
 def _record_failed_run(experiment: str, run_name: str, tags: dict[str, Any], parent: str | None, reason: str,
                        started: float) -> None:
     """Every failed trial has an MLflow run with the reason: the trainer's, or a new one if it never began."""
-    key_tags = {k: v for k, v in tags.items() if k != "p2p.trial"}
+    key_tags = {k: v for k, v in tags.items() if k != Tag.TRIAL}
     for run in tracking.find_tagged_runs(experiment, key_tags, statuses=["FAILED"]):
-        if (run.info.end_time or 0) >= started * 1000 - 1000:
+        if (run.end_time or 0) >= started * 1000 - 1000:
             return
-    tracking.RunTracker.start(experiment, run_name, tags=tags, parent_run_id=parent).fail(reason)
+    tracker = tracking.MlflowTracker()
+    tracker.start(experiment, run_name, tags=tags, parent_run_id=parent)
+    tracker.fail(reason)
 
 
 def worker_main(spec_path: str, scale: str, storage_url: str, overrides: list[str], name: str | None,
