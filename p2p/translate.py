@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+
 from p2p import checkpoint, data, runtime
 from p2p.config import RunConfig, config_from_dict
 from p2p.errors import UserError
