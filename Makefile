@@ -60,8 +60,11 @@ test-fast:
 lint:
 	$(PY) -m ruff check .
 
+# `make data`: the pix2pix releases into datasets/ (`p2p data NAME datasets`), facades and Cityscapes (the
+# paper's dataset) unless DATASETS= names others; one already there is left as it is.
+DATASETS ?= facades cityscapes
 data:
-	$(PY) -m p2p.download facades $(CURDIR)/datasets
+	@for name in $(DATASETS); do $(PY) -m p2p data $$name $(CURDIR)/datasets || exit $$?; done
 
 .PHONY: bench
 bench:

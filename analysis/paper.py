@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable
 
 import yaml
 
@@ -72,3 +73,21 @@ def source(tables: dict | None = None) -> str:
     tables = tables or load_tables()
     return f"{tables['source']}, {tables['dataset']}"
 
+
+def comparison_note(dataset: str | None, tables: dict | None = None) -> str:
+    """How to read the paper's table beside a sweep's means, given the dataset the sweep ran on (`data.dataset`).
+
+    On the paper's own dataset (Cityscapes) rankings, differences and, with a comparable FCN, the values
+    themselves compare; on any other dataset (facades) only rankings and differences do.
+    """
+    tables = tables or load_tables()
+    notes = tables["comparison"]
+    if dataset is not None and dataset == tables["paper_dataset"]:
+        return notes["same_dataset"]
+    return notes["other_dataset"]
+
+
+def sweep_dataset(params: Iterable[dict[str, str]]) -> str | None:
+    """The one `data.dataset` of a sweep's runs (their MLflow params), or None when they name none or several."""
+    names = {p.get("data.dataset") for p in params} - {None}
+    return names.pop() if len(names) == 1 else None

@@ -107,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="fit again even if the scorer is cached")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_fcn_fit)
+
+    p = sub.add_parser("data", help="download a public pix2pix dataset release (what `make data` calls)")
+    p.add_argument("name", metavar="NAME", help="facades, cityscapes, maps, edges2shoes, edges2handbags or night2day")
+    p.add_argument("dest", nargs="?", default="datasets", metavar="DEST",
+                   help="folder that gets DEST/NAME (default ./datasets, where configs look without P2P_DATA_ROOT)")
+    p.add_argument("--url", default=None, help="another copy of the archive (a mirror, or file:///path/NAME.tar.gz)")
+    p.set_defaults(handler=cmd_data)
     return parser
 
 
@@ -200,6 +207,13 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                            name=args.name, retry_failed=args.retry_failed, heartbeat_s=args.heartbeat,
                            progress=not args.no_progress)
     return run_sweep(args.spec, options, dry_run=args.dry_run)
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from p2p.download import download
+
+    download(args.name, Path(args.dest), args.url)
+    return 0
 
 
 def cmd_fcn_fit(args: argparse.Namespace) -> int:

@@ -26,7 +26,15 @@ from p2p.config import DataConfig, RunConfig, data_root
 from p2p.errors import UserError
 from p2p.metrics import weights
 from p2p.metrics.fcn import FCN8s, FcnScorer, fcn_scores, scorer_state
-from p2p.metrics.segmentation import Palette, confusion_matrix, find_palette, labels_to_classes, load_palette, segmentation_scores
+from p2p.metrics.segmentation import (
+    IGNORE,
+    Palette,
+    class_counts,
+    find_palette,
+    labels_to_classes,
+    load_palette,
+    segmentation_scores,
+)
 
 LABELS_TO_PHOTO = "BtoA"  # pix2pix releases put the label map in the B (right) half: facades, cityscapes
 
@@ -133,10 +141,12 @@ def file_lock(path: Path):
 
 def fit_scorer(data_cfg: DataConfig, size: int, path: Path, settings: FitSettings = FitSettings(),
                weights_dir: str | None = None, progress: bool = True, device: str = "auto") -> dict:
-    """Fine-tune FCN-8s on the train split's real photos at `size`, score it on the test split, save it.
+    """Fine-tune FCN-8s on the train split's real photos at `size`, score it on the held-out split (`test`, or
+    `val` for a dataset without one, as Cityscapes), save it.
 
     Returns the file's `info`: the settings, the time it took, the ground-truth scores (real
-    test photos) and the majority-class baseline.
+    held-out photos) and the majority-class baseline. Void pixels (a palette's `ignore` entry) are
+    neither learnt nor scored.
     """
     reason = fcn_skip_reason(dataclasses.replace(data_cfg, task="aligned", direction=LABELS_TO_PHOTO))
     palette = dataset_palette(data_cfg)
@@ -158,10 +168,10 @@ def fit_scorer(data_cfg: DataConfig, size: int, path: Path, settings: FitSetting
                               desc=f"fit FCN {data_cfg.dataset}-{size}")
     fit_seconds = time.perf_counter() - started
 
-    train_classes = labels_to_classes(train.pairs[:, 3:], palette)
+    train_counts = class_counts(train.pairs[:, 3:], palette)
     info = {"settings": dataclasses.asdict(dataclasses.replace(settings, epochs=settings.epochs_for(size))),
             "fit_seconds": round(fit_seconds, 1), "train_images": len(train),
-            **reference_scores(FcnScorer(net, palette, size, data_cfg.dataset, {}), photos_labels, train_classes)}
+            **reference_scores(FcnScorer(net, palette, size, data_cfg.dataset, {}), photos_labels, train_counts)}
     checkpoint.save_atomic(scorer_state(net, palette, size, data_cfg.dataset, settings.width, info), path)
     return info
 
@@ -185,8 +195,11 @@ def train_segmenter(net: FCN8s, train: data.PairSet, palette: Palette, size: int
     for epoch in range(epochs):
         for photos, label_maps in loader.epoch():
             targets = labels_to_classes(data.to_uint8(label_maps), palette).to(device)
+            if palette.void and bool((targets == IGNORE).all()):
+                bar.update(len(photos))  # nothing but void in these crops: no loss to learn from
+                continue
             x = photos.add(1.0).div(2.0).to(device, memory_format=fmt)
-            loss = F.cross_entropy(net(x), targets)
+            loss = F.cross_entropy(net(x), targets, ignore_index=IGNORE)  # void pixels teach nothing
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -197,26 +210,36 @@ def train_segmenter(net: FCN8s, train: data.PairSet, palette: Palette, size: int
     return net.eval().requires_grad_(False)
 
 
-def reference_scores(scorer: FcnScorer, photos_labels: DataConfig, train_classes: torch.Tensor) -> dict:
-    """The segmenter on the real test photos (the paper's "ground truth" row), and predicting the
+def reference_split(photos_labels: DataConfig) -> str:
+    """The split a scorer is checked on: `test`, else `val` (the pix2pix Cityscapes release has only train/val)."""
+    dataset = data_root(photos_labels) / photos_labels.dataset
+    return "test" if (dataset / "test").is_dir() or not (dataset / "val").is_dir() else "val"
+
+
+def reference_scores(scorer: FcnScorer, photos_labels: DataConfig, train_counts: torch.Tensor) -> dict:
+    """The segmenter on the real held-out photos (the paper's "ground truth" row), and predicting the
     train split's most frequent class everywhere (the floor any useful segmenter must clear)."""
-    test = data.load_pairs(photos_labels, "test", scorer.size)
+    split = reference_split(photos_labels)
+    test = data.load_pairs(photos_labels, split, scorer.size)
     photos, label_maps = test.pairs[:, :3], test.pairs[:, 3:]
     k = scorer.palette.num_classes
-    majority = int(torch.bincount(train_classes.flatten(), minlength=k).argmax())
-    true = labels_to_classes(label_maps, scorer.palette)
+    majority = int(train_counts.argmax())
+    # Predicting one class everywhere: every pixel of true class t lands in column `majority` of row t.
+    hist = torch.zeros(k, k, dtype=torch.int64)
+    hist[:, majority] = class_counts(label_maps, scorer.palette)
     return {"ground_truth": fcn_scores(scorer, photos, label_maps),
             "majority_class": scorer.palette.names[majority],
-            "majority": segmentation_scores(confusion_matrix(true, torch.full_like(true, majority), k)),
-            "test_images": len(test)}
+            "majority": segmentation_scores(hist),
+            "test_images": len(test), "reference_split": split}
 
 
 def format_fit(info: dict) -> str:
     """The scorer's report: its score on real test photos beside the majority-class floor."""
-    rows = [("ground truth (real test photos)", info["ground_truth"]),
+    rows = [(f"ground truth (real {info.get('reference_split', 'test')} photos)", info["ground_truth"]),
             (f"majority class ({info['majority_class']})", info["majority"])]
     lines = [f"  fitted in {info['fit_seconds']:.0f} s on {info['train_images']} train photos, "
-             f"{info['settings']['epochs']} epoch(s); scored on {info['test_images']} test photos",
+             f"{info['settings']['epochs']} epoch(s); scored on {info['test_images']} "
+             f"{info.get('reference_split', 'test')} photos",
              f"  {'':34s} {'pixel acc':>9s} {'class acc':>9s} {'IoU':>7s}"]
     lines += [f"  {name:34s} {s['pixel_acc']:9.3f} {s['class_acc']:9.3f} {s['iou']:7.3f}" for name, s in rows]
     return "\n".join(lines)
