@@ -243,9 +243,13 @@ def cmd_fcn_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+# Every character that ends a line for a terminal or str.splitlines, as the escape a reader can see.
+LINE_BREAKS = {c: repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+
+
 def one_line(message: object) -> str:
-    """A message as one line: a key or value quoted from a file may hold line breaks."""
-    return " ".join(str(message).replace("\r", "\n").split("\n")).strip()
+    """A message as one line: a key or value quoted from a file may hold line breaks (shown escaped)."""
+    return str(message).strip().translate(str.maketrans(LINE_BREAKS))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -198,15 +198,17 @@ def load_config(path: str | Path, overrides: dict[str, Any] | list[str] | None =
     return config_from_dict(apply_overrides(data, overrides), source=str(path))
 
 
-def resolve_includes(data: dict, path: Path) -> dict:
-    """`base: other.yaml` pulls in another file (relative to this one) underneath."""
+def resolve_includes(data: dict, path: Path, included: tuple[Path, ...] = ()) -> dict:
+    """`base: other.yaml` pulls in another file (relative to this one) underneath; a loop of bases is an error."""
     base = data.pop("base", None)
     if base is None:
         return data
-    if not isinstance(base, str):
+    if not isinstance(base, str) or "\0" in base:
         raise UserError(f"{path}: key 'base' expected a file name, got {base!r}")
     base_path = (path.parent / base).resolve()
-    base_data = resolve_includes(load_yaml(base_path), base_path)
+    if base_path in (*included, path):
+        raise UserError(f"{path}: key 'base' names {base_path}, which is already being read (a loop of bases)")
+    base_data = resolve_includes(load_yaml(base_path), base_path, (*included, path))
     return deep_merge(base_data, data)
 
 

@@ -241,11 +241,19 @@ def load_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise UserError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not a UTF-8 text file (byte {exc.start}: {exc.reason})") from None
+    except OSError as exc:
+        raise UserError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise UserError(f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    except Exception as exc:  # yaml's constructors raise others: ValueError for a date like 2001-13-45, ...
+        raise UserError(f"{path}: is not valid YAML ({type(exc).__name__}: {str(exc)[:200]})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -273,7 +281,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise UserError(f"--set {text!r}: expected key=value")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+    except Exception:  # not YAML (a YAMLError, or a ValueError for a date like 2001-13-45): the text itself
         value = raw
     return key, value
 

@@ -156,13 +156,14 @@ def check_cli_overrides(spec: SweepSpec, cli_overrides: list[str]) -> None:
 
 # ---------------------------------------------------------------- the spec file's schema
 
-SEEDS = "a count >= 1 or a list of distinct seeds >= 0"
+MAX_SEEDS = 1000  # a count beyond this is a typo, and would build millions of trials
+SEEDS = f"a count >= 1 or a list of distinct seeds >= 0 (at most {MAX_SEEDS} seeds)"
 
 
 def _valid_seeds(raw: Any) -> bool:
     if isinstance(raw, int) and not isinstance(raw, bool):
-        return raw >= 1
-    return (isinstance(raw, list) and bool(raw) and len(set(raw)) == len(raw)
+        return 1 <= raw <= MAX_SEEDS
+    return (isinstance(raw, list) and 0 < len(raw) <= MAX_SEEDS and len(set(raw)) == len(raw)
             and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in raw))
 
 
@@ -266,6 +267,8 @@ def load_spec(path: str | Path, name: str | None = None) -> SweepSpec:
     sweep_name = raw.name or path.stem
     if not sweep_name or any(c in sweep_name for c in "/\\ "):
         raise UserError(Invalid("name", "a name without spaces or slashes", sweep_name).message(src))
+    if "\0" in raw.base:  # no file has such a name (and pathlib raises ValueError for it)
+        raise UserError(Invalid("base", "the path of a run config (relative to the spec)", raw.base).message(src))
     base_path = (path.parent / raw.base).resolve()
     if not base_path.is_file():
         raise UserError(f"{src}: key 'base': no run config at {base_path}")
@@ -287,7 +290,7 @@ def load_spec(path: str | Path, name: str | None = None) -> SweepSpec:
 
 def _cells(raw: SpecFile, src: str) -> tuple[Cell, ...]:
     if isinstance(raw.cells, list):
-        cells = [Cell(raw.factor.cell_name.format(value=v), {raw.factor.key: v}) for v in raw.cells]
+        cells = [Cell(_cell_name(raw.factor.cell_name, v, src), {raw.factor.key: v}) for v in raw.cells]
     else:
         cells = [Cell(str(name), flatten(overrides or {}, keep_empty=False)) for name, overrides in raw.cells.items()]
     if not cells:
@@ -299,6 +302,16 @@ def _cells(raw: SpecFile, src: str) -> tuple[Cell, ...]:
         if not name or name.startswith(".") or "\\" in name or ".." in name.split("/"):
             raise UserError(f"{src}: key 'cells' expected readable cell names, got {name!r}")
     return tuple(cells)
+
+
+def _cell_name(template: str, value: Any, src: str) -> str:
+    """A list cell's name from `factor.cell_name`; a template that cannot name this value is the spec's mistake."""
+    try:
+        return template.format(value=value)
+    except (ValueError, KeyError, IndexError, AttributeError, TypeError) as exc:
+        raise UserError(Invalid("factor.cell_name", "a name template such as '{value}x{value}' (only {value})",
+                                shown=f"{template!r}, which cannot name the cell {value!r} ({type(exc).__name__})")
+                        .message(src)) from None
 
 
 def _search(raw: SearchFile, src: str) -> Search:
