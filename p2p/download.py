@@ -11,12 +11,13 @@ import sys
 import tarfile
 import tempfile
 import urllib.request
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
-from p2p.errors import UserError
+from p2p.errors import UserError, first_line
 
 RELEASE = "http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/{name}.tar.gz"
 
@@ -67,8 +68,12 @@ def download(name: str, root: Path, url: str | None = None) -> Path:
         archive = Path(tmp) / f"{name}.tar.gz"
         fetch(url, archive, name, target)
         unpacked = Path(tmp) / "unpacked"
-        with tarfile.open(archive) as tar:
-            tar.extractall(unpacked, filter="data")
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(unpacked, filter="data")
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:  # truncated, not an archive, a full disk
+            raise UserError(f"{url}: cannot unpack the archive ({first_line(exc)}); nothing was kept, "
+                            f"put the dataset under {target} by hand or try again") from None
         source = unpacked / name if (unpacked / name).is_dir() else unpacked
         if not (source / "train").is_dir():
             raise UserError(f"{url}: archive holds no {name}/train folder")

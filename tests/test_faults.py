@@ -313,3 +313,27 @@ def test_square_halves_false_splits_any_even_width(lopsided):
 def test_the_key_is_documented():
     assert "square_halves: true" in (ROOT / "experiments" / "facades.yaml").read_text()
     assert "data.square_halves" in (ROOT / "README.md").read_text()
+
+
+@pytest.mark.parametrize("archive", ["not an archive", "truncated"])
+def test_an_archive_that_cannot_be_unpacked_is_one_line_and_leaves_nothing(tmp_path, archive):
+    import gzip
+    import tarfile
+
+    from p2p.download import download
+
+    path = tmp_path / "facades.tar.gz"
+    if archive == "not an archive":
+        path.write_bytes(gzip.compress(b"<html>a login page, not the release</html>"))
+    else:
+        src = tmp_path / "src" / "facades" / "train"
+        src.mkdir(parents=True)
+        write_png(torch.randint(0, 255, (3, 64, 128), dtype=torch.uint8), str(src / "1.png"))
+        with tarfile.open(path, "w:gz") as tar:
+            tar.add(tmp_path / "src" / "facades", arcname="facades")
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    root = tmp_path / "datasets"
+    with pytest.raises(UserError, match="cannot unpack the archive") as err:
+        download("facades", root, url=path.as_uri())
+    assert "\n" not in str(err.value) and str(root / "facades") in str(err.value)
+    assert list(root.iterdir()) == []  # no partial dataset, no temporary folder
