@@ -89,7 +89,7 @@ sweep-patchsize sweep-loss sweep-generator sweep-tricks:
 .PHONY: report
 report:
 	@test -n "$(SWEEP)" || { echo "make report: set SWEEP, e.g. make report SWEEP=patchsize" >&2; exit 2; }
-	$(PY) -m analysis $(SWEEP) $(if $(SCALE),--scale $(SCALE))
+	$(PY) -m p2p report $(SWEEP) $(if $(SCALE),--scale $(SCALE))
 
 # The MLflow UI on the project's tracking store (MLFLOW_TRACKING_URI, else ./mlflow.db).
 PORT ?= 5000

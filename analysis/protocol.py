@@ -9,9 +9,7 @@ experiment `protocol-pilot`, run names `pilot-<size> seed<k>`.
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -164,19 +162,22 @@ def _mean(values) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.protocol", description=__doc__.splitlines()[0])
+    from p2p.cli import Parser, run
+
+    parser = Parser(prog="python -m analysis.protocol", description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", default="protocol-pilot")
     args = parser.parse_args(argv)
+    return run(lambda: apply_rules(args.experiment))
+
+
+def apply_rules(experiment: str) -> int:
+    """Print what the rules give for the pilot runs in `experiment`."""
     small_iou = scorer_iou(SMALL)
     sizes = {sweep: resolution(sweep, small_iou) for sweep in SWEEPS}
     print(f"rule 1: the FCN scorer at {SMALL}x{SMALL} scores real photos at class IoU "
           f"{'(not fitted)' if small_iou is None else f'{small_iou:.3f}'} (needs {SMALL_MIN_IOU}): "
           + ", ".join(f"{sweep} at {size}" for sweep, size in sizes.items()))
-    try:
-        pilots = {size: load_pilot(size, args.experiment) for size in sorted(set(sizes.values()))}
-    except UserError as exc:
-        print(f"p2p: error: {exc}", file=sys.stderr)
-        return 2
+    pilots = {size: load_pilot(size, experiment) for size in sorted(set(sizes.values()))}
     for size, pilot in pilots.items():
         curve = "  ".join(f"{e}:{_mean(v):.3f}" for e, v in sorted(pilot.iou.items()))
         print(f"pilot {size}x{size}: FCN IoU by epoch (mean of 2 seeds): {curve}")

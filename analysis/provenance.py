@@ -73,7 +73,7 @@ def reproduce_commands(runs: SweepRuns, out_root: Path) -> list[str]:
         sweep = f".venv/bin/p2p sweep {spec} --scale {scale}" + "".join(f" --set {_quote(s)}" for s in sets)
     report = f"make report SWEEP={name} SCALE={scale}"
     if Path(out_root) != DEFAULT_OUT:
-        report = f".venv/bin/python -m analysis {name} --scale {scale} --out {out_root}"
+        report = f".venv/bin/p2p report {name} --scale {scale} --out {out_root}"
     return [sweep, report]
 
 

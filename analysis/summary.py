@@ -6,9 +6,7 @@ prints one row per claim: what the README's "What the lab found" is made from.
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 
 from p2p import contract
@@ -55,7 +53,7 @@ def summary(folder: Path) -> str:
     """The Markdown table over folder/*/findings.json, sweeps in name order, claims in their order."""
     files = sorted(Path(folder).glob("*/findings.json"))
     if not files:
-        raise UserError(f"{folder}: no */findings.json here (write them with: python -m analysis SWEEP "
+        raise UserError(f"{folder}: no */findings.json here (write them with: p2p report SWEEP "
                         f"--out {folder})")
     rows = []
     for path in files:
@@ -70,15 +68,17 @@ def summary(folder: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m analysis.summary",
-                                     description="one Markdown table of the findings of every sweep in a folder")
+    from p2p.cli import Parser, run
+
+    parser = Parser(prog="python -m analysis.summary",
+                    description="one Markdown table of the findings of every sweep in a folder")
     parser.add_argument("folder", help="a folder of <sweep>/findings.json, e.g. results/cpu")
     args = parser.parse_args(argv)
-    try:
-        print(summary(Path(args.folder)))
-    except UserError as exc:
-        print(f"p2p: error: {exc}", file=sys.stderr)
-        return 2
+    return run(lambda: _print(summary(Path(args.folder))))
+
+
+def _print(text: str) -> int:
+    print(text)
     return 0
 
 

@@ -1,8 +1,9 @@
-"""`p2p` command line: one subcommand per job, each a thin shell over a module.
+"""`p2p` command line: one subcommand per job, each a thin shell over a module (the report's over `analysis`).
 
-User errors (bad config, missing folder, unreachable store, ...) print one line on stderr and exit 2;
-SIGINT and SIGTERM end a command through its cleanup (a run is marked KILLED, its checkpoint kept)
-and exit 128 + the signal's number.
+Options several commands take are defined once (`_shared_options`), and every command ends through
+`run`: user errors (bad config, missing folder, unreachable store, ...) print one line on stderr and
+exit 2; SIGINT and SIGTERM end a command through its cleanup (a run is marked KILLED, its checkpoint
+kept) and exit 128 + the signal's number.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Callable
 
 from p2p import contract, signals
 from p2p.contract import Tag
@@ -24,25 +26,33 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
+def _shared_options() -> dict[str, argparse.ArgumentParser]:
+    """Options several commands take, each defined once (argparse parents)."""
+    options = {name: argparse.ArgumentParser(add_help=False) for name in ("set", "scale", "progress", "json")}
+    options["set"].add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                                help="override a config key (dotted), the value read as YAML; repeatable")
+    options["scale"].add_argument("--scale", default=None,
+                                  help="scale overlay: cpu, paper, or a YAML file (experiments/scales/)")
+    options["progress"].add_argument("--no-progress", action="store_true", help="no progress bars")
+    options["json"].add_argument("--json", action="store_true", help="print JSON")
+    return options
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="p2p", description="pix2pix ablation lab")
     sub = parser.add_subparsers(dest="command", required=True)
+    opt = _shared_options()
+    config, run_options = [opt["set"], opt["scale"]], [opt["set"], opt["progress"]]
 
-    p = sub.add_parser("train", help="train one tracked run")
+    p = sub.add_parser("train", help="train one tracked run", parents=[*config, opt["progress"]])
     p.add_argument("config", help="run config YAML (e.g. experiments/facades.yaml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key (dotted), value read as YAML; repeatable")
-    p.add_argument("--scale", default=None, help="scale overlay: cpu, paper, or a YAML file (experiments/scales/)")
     p.add_argument("--resume", nargs="?", const="latest", default=None, metavar="RUN_DIR_OR_CHECKPOINT",
                    help="continue an unfinished run: its folder or checkpoint, or (no value) the newest one of this config")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_train)
 
-    p = sub.add_parser("describe", help="what a config builds: parameters, receptive field, output sizes")
+    p = sub.add_parser("describe", help="what a config builds: parameters, receptive field, output sizes",
+                       parents=[*config, opt["json"]])
     p.add_argument("config")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--scale", default=None, help="scale overlay: cpu, paper, or a YAML file")
-    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_describe)
 
     p = sub.add_parser("translate", help="apply a trained generator to a folder of images")
@@ -51,16 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output_dir")
     p.set_defaults(handler=cmd_translate)
 
-    p = sub.add_parser("eval", help="score a trained generator on a split and log the scores to its run")
+    p = sub.add_parser("eval", help="score a trained generator on a split and log the scores to its run (--set may "
+                       "change eval.*, runtime.* and data.root keys)", parents=[*run_options, opt["json"]])
     p.add_argument("target", metavar="RUN_ID_OR_CHECKPOINT", help="an MLflow run id, or generator.pt / checkpoint.pt")
     p.add_argument("--split", default=None, help="split to score (default: the run's eval.split, test)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override an eval.*, runtime.* or data.root key for this scoring; repeatable")
-    p.add_argument("--json", action="store_true", help="print the scores as JSON")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=cmd_eval)
 
-    p = sub.add_parser("score", help="score two folders of images paired by file name (LPIPS, SSIM, PSNR, L1, FCN)")
+    p = sub.add_parser("score", help="score two folders of images paired by file name (LPIPS, SSIM, PSNR, L1, FCN)",
+                       parents=[opt["progress"], opt["json"]])
     p.add_argument("outputs_dir")
     p.add_argument("targets_dir")
     p.add_argument("--labels", default=None, metavar="LABELS_DIR",
@@ -70,11 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", default=None, metavar="LIST",
                    help="comma-separated scores (default lpips,ssim,psnr,l1, and fcn with --labels); add kid,fid for "
                         "the distribution scores (Inception-v3 features; slow on a CPU)")
-    p.add_argument("--json", action="store_true", help="print the scores as JSON")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(handler=cmd_score)
 
-    p = sub.add_parser("sweep", help="run or resume a sweep (an ablation) from a spec in sweeps/")
+    p = sub.add_parser("sweep", help="run or resume a sweep (an ablation) from a spec in sweeps/ (--set: in every "
+                       "trial)", parents=run_options)
     p.add_argument("spec", help="sweep spec YAML (e.g. sweeps/patchsize.yaml)")
     p.add_argument("--scale", default="auto", help="cpu, paper, or a YAML overlay (default: paper where CUDA is "
                    "present, else cpu)")
@@ -83,29 +90,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default=None, metavar="URL",
                    help="Optuna storage shared by all workers (default: $P2P_SWEEP_STORAGE, else sqlite:///optuna.db; "
                         "postgresql://... for many machines)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key in every trial; repeatable")
     p.add_argument("--name", default=None, help="run the spec under another sweep name (a new study and experiment)")
     p.add_argument("--dry-run", action="store_true", help="print the cells x seeds and an estimate of the time; run nothing")
     p.add_argument("--retry-failed", action="store_true", help="queue the trials that failed (NaN, bad config) again")
     p.add_argument("--heartbeat", type=int, default=10, metavar="SECONDS",
                    help="worker heartbeat; a trial silent for 3 heartbeats is re-run (default 10)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a process started by the sweep
     p.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
     p.set_defaults(handler=cmd_sweep)
 
+    p = sub.add_parser("report", help="write a sweep's report: scores, findings, figures (what `make report` calls)")
+    p.add_argument("sweep", help="sweep name (sweeps/<name>.yaml, the MLflow experiment)")
+    p.add_argument("--scale", default=None, help="which scale's runs (default: the newest sweep's)")
+    p.add_argument("--out", default="reports", help="folder for <out>/<sweep>/ (default: reports; the published "
+                   "copy: results/cpu)")
+    p.add_argument("--samples", type=int, default=4, help="test images in the qualitative figure (0: none)")
+    p.add_argument("--no-log", action="store_true", help="do not log the report on the sweep's parent run")
+    p.set_defaults(handler=cmd_report)
+
     p = sub.add_parser("fcn", help="the FCN-score's segmenter")
     fcn = p.add_subparsers(dest="fcn_command", required=True)
-    p = fcn.add_parser("fit", help="fine-tune and cache the FCN scorer for a dataset and resolution")
+    p = fcn.add_parser("fit", help="fine-tune and cache the FCN scorer for a dataset and resolution (--scale cpu: "
+                       "128x128, paper: 256x256)", parents=[*config, opt["progress"]])
     p.add_argument("config", nargs="?", default="experiments/facades.yaml",
                    help="run config naming the dataset and resolution (default experiments/facades.yaml)")
-    p.add_argument("--scale", default=None, help="scale overlay: cpu (128x128), paper (256x256), or a YAML file")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--size", type=int, default=None, help="resolution (default: the config's data.crop_size)")
     p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (default: see README, Scores)")
     p.add_argument("--force", action="store_true", help="fit again even if the scorer is cached")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=cmd_fcn_fit)
 
     p = sub.add_parser("data", help="download a public pix2pix dataset release (what `make data` calls)")
@@ -209,6 +220,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return run_sweep(args.spec, options, dry_run=args.dry_run)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from analysis.report import build_report
+
+    out = build_report(args.sweep, args.scale, Path(args.out), log=not args.no_log, samples=args.samples)
+    print(f"wrote {out / 'report.md'} (figures beside it), {out / 'report.html'} and {out / 'findings.json'}")
+    return 0
+
+
 def cmd_data(args: argparse.Namespace) -> int:
     from p2p.download import download
 
@@ -254,14 +273,25 @@ def one_line(message: object) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # a sweep's worker says nothing when stopped: the sweep command speaks for it
+    return run(lambda: args.handler(args), quiet_stop=getattr(args, "worker", False))
+
+
+def run(command: Callable[[], int], quiet_stop: bool = False) -> int:
+    """The one mapping from how a command ends to what the user sees and the exit status, for every p2p command
+    (and `python -m analysis.summary`, `python -m analysis.protocol`):
+
+    a user error: one line on stderr, 2; SIGINT or SIGTERM (p2p.signals; the cleanup has run on the way here):
+    "p2p: stopped by SIGTERM", 128 + the signal; a training fault (a non-finite loss): one line, 1.
+    """
     restore = signals.install()
     try:
-        return args.handler(args)
+        return command()
     except UserError as exc:
         print(f"p2p: error: {one_line(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM (p2p.signals): the cleanup has run on the way here
-        if not getattr(args, "worker", False):  # a sweep's worker: the sweep command speaks for it
+    except KeyboardInterrupt as stop:
+        if not quiet_stop:
             print(f"p2p: {signals.reason(stop)}", file=sys.stderr)
         return signals.exit_status(stop)
     except Exception as exc:

@@ -67,7 +67,7 @@ def test_report_of_an_unfinished_sweep(mlflow_uri, tiny_overrides, tmp_path, dat
     assert f"Machine: {MACHINE} (11 runs)." in md
     assert "Runs: 2026-01-05 09:00 to 2026-01-06 09:20 UTC; wall time 63 min" in md  # not the 24 h between
     assert (".venv/bin/p2p sweep sweeps/patchsize.yaml --scale paper --set optim.epochs=2 --set eval.every=1`, then "
-            f"`.venv/bin/python -m analysis patchsize --scale paper --out {out_root}`") in md
+            f"`.venv/bin/p2p report patchsize --scale paper --out {out_root}`") in md
     assert ("Differences between cells: a paired t-test over the 2-3 common seeds of the two cells (per-seed "
             "differences). Verdicts are Holm-corrected over the 4 claims of this sweep (family-wise error 5%)") in md
     assert "the printed intervals are unadjusted 95% t-intervals" in md and "alpha = 0.05/4 = 0.0125" in md
@@ -161,9 +161,15 @@ def test_dry_run_of_a_sweep_with_finished_runs(mlflow_uri, tiny_overrides, tmp_p
     assert plan_lines(load_spec(spec), "cpu") == []  # no runs at that scale
 
 
-def test_unknown_sweep_is_a_one_line_error(mlflow_uri):
+def test_unknown_sweep_is_a_one_line_error(mlflow_uri, capsys):
+    from p2p.cli import main
+
     with pytest.raises(UserError, match="sweep 'nosuch': no sweeps/nosuch.yaml and no MLflow experiment"):
         load_sweep("nosuch", root=ROOT)
+    assert main(["report", "nosuch"]) == 2  # `p2p report`, what `make report` calls
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("p2p: error: sweep 'nosuch'")
+    # `python -m analysis` is the same command
     proc = subprocess.run([sys.executable, "-m", "analysis", "nosuch"], capture_output=True, text=True, cwd=ROOT,
                           env={**os.environ})
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1

@@ -238,7 +238,7 @@ def test_reproduce_commands():
     assert split_set_tag(runs.parent_tags["p2p.set"]) == ["optim.epochs=2", "data.root=/data sets/x", "eval.every=1"]
     assert reproduce_commands(runs, Path("results/cpu")) == [
         ".venv/bin/p2p sweep sweeps/patchsize.yaml --scale cpu --set optim.epochs=2 --set 'data.root=/data sets/x' "
-        "--set eval.every=1", ".venv/bin/python -m analysis patchsize --scale cpu --out results/cpu"]
+        "--set eval.every=1", ".venv/bin/p2p report patchsize --scale cpu --out results/cpu"]
 
 
 def test_summary_table_over_findings_files(tmp_path):
