@@ -62,7 +62,8 @@ def postgres():
 def mlflow_server(postgres, tmp_path):
     """`mlflow server` on the PostgreSQL backend, serving artifacts itself; yields (URL, wait until healthy).
 
-    Clients retry while it starts, so sweeps may be started before it is up (its start-up overlaps theirs).
+    A sweep checks its tracking store before any training (an unreachable one is a one-line error), so
+    the test waits until the server is healthy before starting them.
     """
     port, log = free_port(), tmp_path / "mlflow-server.log"
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"{postgres}/mlflow",
@@ -96,9 +97,9 @@ def test_two_machines_on_postgres_and_an_mlflow_server_finish_every_trial_once(t
     def machine(name: str) -> list[str]:  # each machine trains into its own disk
         return sweep_command(spec_path, storage, workers=1) + ["--set", f"runtime.out_dir={tmp_path / name}"]
 
+    wait_for_server()
     first = start(machine("a"), tmp_path, env, tmp_path / "a.log")
     second = start(machine("b"), tmp_path, env, tmp_path / "b.log")
-    wait_for_server()
     killed = kill_mid_trial(first, spec_path, storage, set(OK_CELLS), tmp_path / "a.log", out_dir=tmp_path / "a")
     restarted = start(machine("a"), tmp_path, env, tmp_path / "a2.log")
     for proc, log in ((second, "b.log"), (restarted, "a2.log")):
