@@ -617,7 +617,7 @@ def format_table(report: dict) -> str:
                       f"({100 * t['tracking_share']:.2f}%, {t['tracking_calls']} calls)."]
     if report.get("startup"):
         s = report["startup"]
-        lines += ["", f"Sweep start-up (command to first training step, CPU scale): "
+        lines += ["", "Sweep start-up (command to first training step, CPU scale): "
                       + (f"{s['startup_s']:.1f} s" if s.get("startup_s") else f"not measured ({s.get('error')})")]
     if report.get("data"):
         lines += ["", *format_data(report["data"])]
