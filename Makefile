@@ -68,7 +68,7 @@ data:
 
 .PHONY: bench
 bench:
-	$(PY) -m p2p.bench
+	$(PY) -m benchmarks.bench
 
 # The FCN-score's segmenter for facades at the scale's resolution (cpu: 128x128, paper: 256x256),
 # cached in .cache/p2p/fcn/ (or $P2P_CACHE_DIR). Runs fit it themselves when it is missing.

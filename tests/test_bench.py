@@ -2,7 +2,7 @@
 
 import pytest
 
-from p2p import bench
+from benchmarks import bench
 
 
 def test_ratios_flops_and_peak_share_come_from_the_same_runs_baseline():

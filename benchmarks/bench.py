@@ -1,4 +1,5 @@
-"""`make bench`: how fast training and scoring run, against a plain implementation in the same run.
+"""`make bench` (`python -m benchmarks.bench`): how fast training and scoring run, against a plain
+implementation in the same run. A developer's tool beside the package, not part of it (nor of `make test`).
 
 Each measurement runs in a fresh subprocess (allocator settings are per process), and
 baseline and tuned variants alternate so that a busy machine slows both alike. The
@@ -10,7 +11,7 @@ it held in memory (p2p before memory-mapped splits) with the memory-mapped decod
 peak resident memory, decode time, and the loader's time per training batch. Its default
 (`--data-pairs 2000`, 286x286, ~1 GB decoded) keeps the bench at minutes; the README's
 numbers come from `--data-pairs 20000` (~9.8 GB decoded, more than a 2-core CI machine
-should hold twice), run alone: `python -m p2p.bench --skip train,score,tracking,startup
+should hold twice), run alone: `python -m benchmarks.bench --skip train,score,tracking,startup
 --data-pairs 20000`.
 
 Results go to `reports/bench/bench-<time>.json` (and `latest.json`, `latest.md`).
@@ -150,6 +151,30 @@ def count_flops(step) -> int:
     return int(counter.get_total_flops())
 
 
+class TimedTracker:
+    """A Tracker (p2p.tracker) that hands every call to another one and adds up the time the calls take."""
+
+    def __init__(self, inner):
+        self.inner, self.seconds, self.calls = inner, 0.0, 0
+
+    @property
+    def run_id(self):
+        return self.inner.run_id
+
+    def __getattr__(self, name: str):
+        method = getattr(self.inner, name)
+
+        def timed(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - t
+                self.calls += 1
+
+        return timed
+
+
 def measure_tracking_overhead(data_root: str) -> dict:
     """Seconds spent in MLflow calls during a short CPU-scale run, as a share of the run."""
     import tempfile
@@ -158,32 +183,18 @@ def measure_tracking_overhead(data_root: str) -> dict:
     from p2p.config import load_config
     from p2p.trainer import train
 
-    spent = {"s": 0.0, "calls": 0}
-    for name in ("log_metrics", "log_params", "log_artifact", "log_text", "set_tags", "finish", "start"):
-        original = getattr(tracking.RunTracker, name)
-        is_class = isinstance(tracking.RunTracker.__dict__[name], classmethod)
-
-        def timed(*args, __original=original, **kwargs):
-            t = time.perf_counter()
-            try:
-                return __original(*args, **kwargs)
-            finally:
-                spent["s"] += time.perf_counter() - t
-                spent["calls"] += 1
-
-        setattr(tracking.RunTracker, name, classmethod(lambda cls, *a, __t=timed, **k: __t(*a, **k)) if is_class
-                else timed)
     with tempfile.TemporaryDirectory() as tmp:
-        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
-        tracking.ensure_store()
+        uri = f"sqlite:///{tmp}/mlflow.db"
+        tracking.ensure_store(uri)
         cfg = load_config(FACADES, {"data.root": data_root, "data.max_images": 100, "optim.epochs": 2,
                                     "optim.decay_epochs": 1, "eval.metrics": ["l1"], "eval.max_images": 8,
                                     "runtime.out_dir": f"{tmp}/runs"}, scale="cpu")
+        tracker = TimedTracker(tracking.MlflowTracker(uri))
         t = time.perf_counter()
-        train(cfg, progress=False)
+        train(cfg, tracker=tracker, progress=False)
         total = time.perf_counter() - t
-    return {"run_s": total, "tracking_s": spent["s"], "tracking_calls": spent["calls"],
-            "tracking_share": spent["s"] / total}
+    return {"run_s": total, "tracking_s": tracker.seconds, "tracking_calls": tracker.calls,
+            "tracking_share": tracker.seconds / total}
 
 
 def facades_test(data_root: str, size: int):
@@ -360,21 +371,25 @@ def _available_bytes() -> int:
 
 
 def run_child(args: list[str], env: dict | None = None, timeout: float = 900) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "p2p.bench", *args], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.bench", *args], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=timeout, cwd=ROOT)
     if proc.returncode != 0:
         return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def measure_sweep_startup(spec: str, data_root: str, timeout: float = 120) -> dict:
-    """Wall time from `p2p sweep SPEC --scale cpu` to the first training step.
+def measure_sweep_startup(spec: str, data_root: str, timeout: float = 900) -> dict:
+    """Wall time from `p2p sweep SPEC --scale cpu` to its first training step.
 
     A new sweep (fresh Optuna and MLflow stores) using the project's cache, as a user's sweep
     does once the FCN scorer is fitted: the scorer must be there, or this would time a fit.
+    The sweep is watched from outside: its first checkpoint (an epoch without scoring,
+    `eval.every=0`) appears at start-up + the epoch's training; the epoch's own measure of its
+    training (its images over `train/img_per_s`) is taken off, and one step's share added back.
     """
     import tempfile
 
+    from p2p import checkpoint, contract, data
     from p2p.cache import cache_root
     from p2p.metrics.fcn_fit import scorer_path
 
@@ -382,25 +397,32 @@ def measure_sweep_startup(spec: str, data_root: str, timeout: float = 120) -> di
     if not scorer_path("facades", 128, str(cache)).is_file():
         return {"spec": spec, "startup_s": None, "error": "no FCN scorer for 128x128 yet (make fcn SCALE=cpu)"}
     with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "P2P_TRACE_STARTUP": "1", "P2P_DATA_ROOT": data_root, "P2P_CACHE_DIR": str(cache),
+        env = {**os.environ, "P2P_DATA_ROOT": data_root, "P2P_CACHE_DIR": str(cache),
                "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
         cmd = [sys.executable, "-m", "p2p", "sweep", str(Path(spec).resolve()), "--scale", "cpu", "--workers", "1",
-               "--storage", f"sqlite:///{tmp}/optuna.db", "--set", f"runtime.out_dir={tmp}/runs"]
+               "--storage", f"sqlite:///{tmp}/optuna.db", "--set", f"runtime.out_dir={tmp}/runs", "--set",
+               "eval.every=0", "--no-progress"]
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env,
-                                cwd=tmp, start_new_session=True)
-        elapsed, error, last = None, None, ""
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=tmp,
+                                start_new_session=True)
+        elapsed, error = None, None
         try:
-            for line in proc.stderr:
-                last = line.strip() or last
-                if "first training step" in line:
-                    elapsed = time.perf_counter() - start
-                    break
-                if time.perf_counter() - start > timeout:
-                    error = f"no training step within {timeout:.0f} s"
-                    break
-            else:
-                error = f"the sweep ended before a training step: {last}"
+            while elapsed is None and error is None:
+                found = list(Path(tmp, "runs").glob(f"sweeps/*/cpu/*/seed*/{contract.CHECKPOINT_FILE}"))
+                if found:
+                    seen = time.perf_counter() - start
+                    state = checkpoint.load(found[0])
+                    train = data.list_images(Path(data_root) / state["config"]["data"]["dataset"] / "train")
+                    images = min(len(train), state["config"]["data"]["max_images"] or len(train))
+                    steps = -(-images // int(state["config"]["optim"]["batch_size"]))
+                    epoch_s = images / state["metrics"][contract.IMG_PER_S]
+                    elapsed = seen - epoch_s + epoch_s / steps
+                elif proc.poll() is not None:
+                    error = f"the sweep ended (exit status {proc.returncode}) before its first checkpoint"
+                elif time.perf_counter() - start > timeout:
+                    error = f"no checkpoint within {timeout:.0f} s"
+                else:
+                    time.sleep(0.05)
         finally:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -459,7 +481,7 @@ def machine() -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m p2p.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--iters", type=int, default=15, help="timed iterations per variant (at most)")
     parser.add_argument("--budget", type=float, default=30.0, help="seconds per variant (at least 3 iterations)")
     parser.add_argument("--repeats", type=int, default=2, help="alternating rounds of baseline and tuned variants")
