@@ -208,6 +208,7 @@ def measure_scoring(data_root: str, size: int) -> list[dict]:
     """Scoring the test split: the batched scorer vs scoring one image at a time."""
     import torch
 
+    from p2p import contract
     from p2p.data import load_eval
     from p2p.metrics import ScoreSettings, score_images
     from p2p.metrics.fcn_fit import scorer_path
@@ -216,7 +217,7 @@ def measure_scoring(data_root: str, size: int) -> list[dict]:
     labels, photos = pairs.split(pairs.pairs)
     # Outputs: the real photos, blurred (a stand-in generator; scoring cost does not depend on content).
     outputs = torch.nn.functional.avg_pool2d(photos.float(), 3, 1, 1).round().to(torch.uint8)
-    settings = ScoreSettings(metrics=("fcn", "lpips", "ssim", "psnr", "l1"), batch_size=16,
+    settings = ScoreSettings(metrics=contract.DEFAULT_METRICS, batch_size=16,
                              fcn_scorer=str(scorer_path("facades", size)))
     score_images(outputs[:2], photos[:2], settings, labels=labels[:2])  # build the networks once
     results = []

@@ -31,7 +31,7 @@ from p2p.metrics.segmentation import (
     load_palette,
     segmentation_scores,
 )
-from tests.conftest import ROOT, TINY, TINY_FCN_FIT, WEIGHTS_DIR
+from tests.helpers import ROOT, TINY, TINY_FCN_FIT, WEIGHTS_DIR
 
 CONFIG = ROOT / "experiments" / "cityscapes.yaml"
 # Train id, name and colour of Cityscapes' 19 evaluated classes (cityscapesScripts, helpers/labels.py).
@@ -119,7 +119,7 @@ def test_config_is_the_papers_cityscapes_setting(cityscapes_root):
 
 
 @pytest.mark.slow
-def test_fcn_fit_and_a_tiny_run_scored_with_it(cityscapes_root, tmp_path, mlflow_uri, monkeypatch, capsys):
+def test_fcn_fit_and_a_tiny_run_scored_with_it(cityscapes_root, tmp_path, mlflow_uri, monkeypatch, capsys, weights_dir):
     cache = tmp_path / "cache"
     common = ["--set", f"data.root={cityscapes_root}", "--set", f"data.crop_size={HALF}", "--set", "data.load_size=72",
               "--set", f"eval.cache_dir={cache}", "--set", f"eval.weights_dir={WEIGHTS_DIR}"]

@@ -25,8 +25,7 @@ from p2p import checkpoint, data, tracking
 from p2p.cli import main
 from p2p.config import DataConfig
 from p2p.errors import UserError
-from tests.conftest import DATA_ROOT, ROOT, TINY
-from tests.test_sweep_postgres import free_port, postgres_bin, wait_until
+from tests.helpers import DATA_ROOT, ROOT, TINY, free_port, postgres_bin, wait_until
 
 FACADES = str(ROOT / "experiments" / "facades.yaml")
 PASSWORD = "Zq8-secret-pw"  # must never appear in a message
@@ -121,7 +120,7 @@ def test_a_tracking_store_whose_sqlite_file_is_not_a_database_is_one_line(tmp_pa
 @pytest.mark.parametrize("fault", ["closed port", "wrong password", "missing database"])
 def test_a_sweep_storage_that_cannot_be_reached_stops_the_sweep_before_any_trial(
         fault, password_postgres, tmp_path, mlflow_uri, capfd):
-    from tests.test_sweep_run import write_spec
+    from tests.helpers import write_sweep_spec as write_spec
 
     spec = write_spec(tmp_path, "faulty", {"a": {}}, seeds=1)
     url = unreachable_urls(password_postgres)[fault].replace("/mlflow", "/optuna")
@@ -134,7 +133,7 @@ def test_a_sweep_storage_that_cannot_be_reached_stops_the_sweep_before_any_trial
 
 
 def test_a_sweep_with_an_unreachable_tracking_server_stops_before_any_trial(tmp_path, monkeypatch, capfd):
-    from tests.test_sweep_run import write_spec
+    from tests.helpers import write_sweep_spec as write_spec
 
     spec = write_spec(tmp_path, "faulty", {"a": {}}, seeds=1)
     url = f"http://127.0.0.1:{free_port()}"
