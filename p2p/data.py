@@ -322,11 +322,15 @@ def _record_offset(path: Path, record: str) -> int:
 # ---------------------------------------------------------------- giving mapped pages back
 
 _MADV_DONTNEED = 4  # Linux: drop the pages from this process; a clean file page is read again on the next touch
+# A page fault maps the page cache's pages around it too ("fault-around", 64 KiB by default, aligned), so pages of
+# the neighbouring images become resident as well: released with the image, or a cold epoch leaves them behind.
+FAULT_AROUND_BYTES = 64 << 10
 _libc = None
 
 
-def release_pages(view: torch.Tensor) -> None:
-    """`madvise(MADV_DONTNEED)` over the pages a contiguous view of a read-only file mapping spans.
+def release_pages(view: torch.Tensor, margin: int = FAULT_AROUND_BYTES) -> None:
+    """`madvise(MADV_DONTNEED)` over the pages a contiguous view of a read-only file mapping spans, `margin`
+    bytes either side included (kept inside the view's storage).
 
     Only for clean pages of a private file mapping (what a memory-mapped `torch.load` makes of a file p2p never
     writes to): the kernel drops them from this process's resident set and keeps them in its page cache.
@@ -338,9 +342,11 @@ def release_pages(view: torch.Tensor) -> None:
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
         _libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    start = view.data_ptr()
-    end = start + view.numel() * view.element_size()
-    first = start - start % mmap.PAGESIZE
+    storage = view.untyped_storage()
+    low, high = storage.data_ptr(), storage.data_ptr() + storage.nbytes()
+    start = max(low, view.data_ptr() - margin)
+    end = min(high, view.data_ptr() + view.numel() * view.element_size() + margin)
+    first = start - start % mmap.PAGESIZE  # the mapping starts on a page, at or before the storage
     _libc.madvise(first, end - first, _MADV_DONTNEED)  # best effort: a failure only leaves pages resident
 
 
