@@ -13,7 +13,8 @@ from p2p.errors import UserError
 
 SCORES = [s.key for s in contract.REPORTED]  # the scores a report tabulates (what a default run logs)
 # Run params the report reads: how many test images each scoring pass used.
-EVAL_PARAMS = {"eval.every": "every", "eval.every_max_images": "every_max_images", "eval.max_images": "max_images",
+EVAL_PARAMS = {"data.dataset": "dataset", "eval.every": "every", "eval.every_max_images": "every_max_images",
+               "eval.max_images": "max_images",
                "optim.epochs": "epochs", "optim.decay_epochs": "decay_epochs"}
 
 

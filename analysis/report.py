@@ -208,8 +208,7 @@ class ReportDoc:
         paper_blocks: list = []
         if self.compared is not None:
             paper_blocks += [f"The paper's {paper.TABLE_NAMES.get(r.name, 'table')} ({paper.source()}) beside our "
-                             "means. The paper scores Cityscapes with its own FCN; we score this dataset with ours, so "
-                             "compare rankings, not absolute values.", self.compared, self.taus]
+                             f"means. {paper.comparison_note(_dataset(r))}", self.compared, self.taus]
         else:
             paper_blocks.append("The paper has no table for this ablation; each cell is compared with "
                                 f"`{r.cells[0] if r.cells else '-'}` instead.")
@@ -291,3 +290,9 @@ def _inline(text: str) -> str:
             piece = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", piece)
             out.append(re.sub(r"\*(\S.*?)\*", r"<i>\1</i>", piece))
     return "".join(out)
+
+
+def _dataset(runs) -> str | None:
+    """The dataset the sweep's runs trained on (their `data.dataset` param), for how to read the paper's table."""
+    values = runs.trials["dataset"].dropna().unique() if "dataset" in runs.trials else []
+    return str(values[0]) if len(values) else None
