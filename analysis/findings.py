@@ -120,15 +120,16 @@ def trend(history: pd.DataFrame, better: str, worse: str, sign: int) -> Trend:
 
 
 def verdict(diff: Difference, p_holm: float, sign: int, alpha: float = ALPHA) -> str:
-    """reproduced / reversed (Holm-adjusted p < alpha), else which side of 0 the mean difference is on."""
+    """reproduced / reversed (Holm-adjusted p < alpha), else which side of 0 the mean difference is on
+    (both are "not reproduced": the two words say which way the runs lean)."""
     if math.isnan(diff.mean):
         return "missing"
     good = sign * diff.mean
     if diff.method == "none":
-        return "same direction, no interval (one seed)" if good > 0 else "not reproduced, no interval (one seed)"
+        return "same direction, no interval (one seed)" if good > 0 else "other direction, no interval (one seed)"
     if p_holm < alpha:
         return "reproduced" if good > 0 else "reversed"
-    return "same direction, not significant" if good > 0 else "not reproduced"
+    return "same direction, not significant" if good > 0 else "other direction, not significant"
 
 
 @dataclass(frozen=True)

@@ -165,8 +165,9 @@ def protocol_lines(found: list[ClaimResult]) -> list[str]:
         return ["No claims to test yet."]
     return [f"Differences between cells: {method_summary(found)}. Verdicts are Holm-corrected over the {k} "
             f"claim{'s' if k > 1 else ''} of this sweep (family-wise error {ALPHA:.0%}): reproduced = Holm-adjusted "
-            "p < 0.05 in the claimed direction, reversed = the other way; the printed intervals are unadjusted "
-            "95% t-intervals.",
+            "p < 0.05 in the claimed direction, reversed = the other way; any other claim is not reproduced, "
+            "and its verdict says which way the runs lean (same / other direction, not significant); the printed "
+            "intervals are unadjusted 95% t-intervals.",
             f"Power: seeds per cell for 80% power (two-sided, exact noncentral t) at the Bonferroni level "
             f"alpha = 0.05/{k} = {ALPHA / k:.4g}, for the observed difference and for the smallest effect of "
             "interest per score (`p2p/contract.py`)."]

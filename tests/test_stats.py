@@ -142,7 +142,7 @@ def test_verdicts_use_the_adjusted_p_and_the_claimed_direction():
     assert verdict(d(0.05, 0.001), 0.04, +1) == "reproduced"
     assert verdict(d(0.05, 0.001), 0.06, +1) == "same direction, not significant"
     assert verdict(d(-0.05, 0.001), 0.01, +1) == "reversed"
-    assert verdict(d(-0.05, 0.001), 0.20, +1) == "not reproduced"
+    assert verdict(d(-0.05, 0.001), 0.20, +1) == "other direction, not significant"
     assert verdict(d(-0.05, 0.001), 0.01, -1) == "reproduced"  # LPIPS: lower is better
     assert verdict(d(0.05, math.nan, "none"), math.nan, +1) == "same direction, no interval (one seed)"
     assert verdict(Difference("none", math.nan, math.nan, math.nan, 0, 0, 1), math.nan, +1) == "missing"
@@ -167,7 +167,7 @@ def test_tricks_claims_are_each_cell_against_none_holm_corrected():
     assert [r.diff.p for r in results] == [pytest.approx(flip), pytest.approx(other)]
     # Holm over K = 2: the smaller p x 2, the larger x 1 but not below the first
     assert results[0].p_holm == pytest.approx(2 * flip) and results[1].p_holm == pytest.approx(max(2 * flip, other))
-    assert [r.verdict for r in results] == ["reproduced", "not reproduced"]
+    assert [r.verdict for r in results] == ["reproduced", "other direction, not significant"]
     assert results[0].text == "label_flip scores above none on FCN class IoU"
     assert results[0].claims == 2 and results[0].record()["seeds_needed"]["alpha"] == 0.025
 
