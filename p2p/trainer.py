@@ -204,7 +204,6 @@ class LossSums:
 
     def __init__(self, names: tuple[contract.Loss, ...], device: torch.device):
         self.sums = {loss: torch.zeros((), device=device) for loss in names}
-        self.steps = 0
 
     def add(self, values: dict[contract.Loss, torch.Tensor]) -> None:
         for loss, value in values.items():
