@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn as nn
 
-from p2p.models.layers import conv_bias, norm_layer
+from p2p.models.layers import Dropout, conv_bias, norm_layer
 
 
 class UNetBlock(nn.Module):
@@ -38,7 +38,7 @@ class UNetBlock(nn.Module):
             down = [nn.LeakyReLU(0.2, True), down_conv, norm_layer(norm, inner)]
             up = [nn.ReLU(True), nn.ConvTranspose2d(up_in, outer, 4, stride=2, padding=1, bias=bias), norm_layer(norm, outer)]
         if dropout > 0 and not outermost:
-            up.append(nn.Dropout(dropout))
+            up.append(Dropout(dropout))
         middle = [] if innermost else [submodule]
         self.model = nn.Sequential(*down, *middle, *up)
 
@@ -97,7 +97,7 @@ class ResnetBlock(nn.Module):
         bias = conv_bias(norm)
         layers = [nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=bias), norm_layer(norm, channels), nn.ReLU(True)]
         if dropout > 0:
-            layers.append(nn.Dropout(dropout))
+            layers.append(Dropout(dropout))
         layers += [nn.ReflectionPad2d(1), nn.Conv2d(channels, channels, 3, bias=bias), norm_layer(norm, channels)]
         self.block = nn.Sequential(*layers)
 

@@ -30,3 +30,28 @@ def init_weights(module: nn.Module, gain: float = 0.02, generator: torch.Generat
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.normal_(m.weight, 1.0, gain, generator=generator)
             nn.init.zeros_(m.bias)
+
+
+class Dropout(nn.Dropout):
+    """Dropout whose masks come from `generator` while training, when one is set.
+
+    A run's dropout is one random stream of its own (p2p.streams.DROPOUT), not torch's global
+    generator: several runs can then train in one process (packed trials) and a CUDA graph can
+    replay it. On the CPU the masks are the bits `F.dropout` draws from a generator in the same
+    state (bernoulli, divided by the keep rate, times the input).
+    """
+
+    generator: torch.Generator | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or self.generator is None:
+            return super().forward(x)
+        keep = 1.0 - self.p
+        return x * torch.empty_like(x).bernoulli_(keep, generator=self.generator).div_(keep)
+
+
+def set_dropout_generator(net: nn.Module, generator: torch.Generator | None) -> None:
+    """Where `net`'s dropout layers draw their masks while training (None: torch's global generator)."""
+    for m in net.modules():
+        if isinstance(m, Dropout):
+            m.generator = generator
