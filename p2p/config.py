@@ -17,6 +17,7 @@ import yaml
 from p2p import contract
 from p2p.errors import UserError
 from p2p.models import geometry
+from p2p.names import NAME, is_name
 from p2p.schema import Invalid, apply_overrides, build, deep_merge, entry, flatten, load_yaml, parse_override, plain
 
 __all__ = ["DataConfig", "GeneratorConfig", "DiscriminatorConfig", "ModelConfig", "LossConfig", "TricksConfig",
@@ -30,7 +31,7 @@ Norm = Literal["batch", "instance", "none"]
 @dataclass(frozen=True)
 class DataConfig:
     root: Optional[str] = None  # None: $P2P_DATA_ROOT, else ./datasets
-    dataset: str = "facades"
+    dataset: str = entry("facades", check=is_name, expected=NAME)  # a folder under root; in cache file names
     direction: Direction = "AtoB"
     task: Literal["aligned", "colorization"] = "aligned"
     # colorization reads the photo from the target half of an aligned pair,
@@ -131,7 +132,7 @@ class OptimConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    split: str = "test"
+    split: str = entry("test", check=is_name, expected=NAME)  # a folder under data.root/data.dataset
     every: int = entry(0, ge=0)  # score every N epochs as well as at the end (0: only at the end)
     every_max_images: Optional[int] = entry(None, ge=1)  # images scored at those intermediate points (None: as at the end)
     metrics: tuple[str, ...] = entry(contract.DEFAULT_METRICS, check=lambda v: set(v) <= set(contract.METRICS),
@@ -161,8 +162,8 @@ class RuntimeConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    name: str = "pix2pix"
-    experiment: str = "default"  # MLflow experiment for single runs
+    name: str = entry("pix2pix", check=is_name, expected=NAME)  # the run folder: runtime.out_dir/name/<run id>
+    experiment: str = entry("default", check=is_name, expected=NAME)  # MLflow experiment for single runs
     seed: int = entry(0, ge=0)
     data: DataConfig = entry(factory=DataConfig)
     model: ModelConfig = entry(factory=ModelConfig)

@@ -32,9 +32,10 @@ from pathlib import Path
 import torch
 
 from p2p import checkpoint
-from p2p.cache import cache_root
+from p2p.cache import cache_file
 from p2p.config import DataConfig, data_root
 from p2p.errors import UserError
+from p2p.names import check_name
 
 # torchvision 0.29 marks its image codecs deprecated in favour of TorchCodec; they still are the
 # project's codec of record (libjpeg/libpng, no FFmpeg needed), so the notice is silenced here.
@@ -200,7 +201,8 @@ def decoded_cache_file(cfg: DataConfig, folder: Path, files: list[Path], size: i
                       "layout": cfg.layout, "direction": cfg.direction, "version": 1,
                       **({} if cfg.square_halves else {"square_halves": False})})
     digest = hashlib.sha1(key.encode()).hexdigest()[:16]
-    return cache_root() / "decoded" / f"{cfg.dataset}-{folder.name}-{size}-{digest}.pt"
+    return cache_file("decoded", f"{check_name(cfg.dataset, 'data.dataset')}-{folder.name}-{size}-{digest}.pt",
+                      "data.dataset")
 
 
 def _channels(cfg: DataConfig) -> int:

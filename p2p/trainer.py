@@ -26,6 +26,7 @@ from p2p.config import RunConfig, dump_yaml, flatten, to_dict
 from p2p.contract import D_FAKE, D_REAL, G_GAN, G_L1, Tag
 from p2p.errors import UserError
 from p2p.models import create_discriminator, create_generator
+from p2p.names import inside
 from p2p.tracker import FINISHED, RUNNING, NullTracker, Tracker, TrackingError
 
 
@@ -82,7 +83,8 @@ def train(cfg: RunConfig, *, tracker: Tracker | None = None, run_dir: Path | Non
             if was != FINISHED:
                 log_unlogged_epoch(tracker, saved)
         state.run_id = tracker.run_id
-        run_dir = where.run_dir = run_dir or Path(cfg.runtime.out_dir) / cfg.name / tracker.run_id
+        run_dir = where.run_dir = run_dir or inside(cfg.runtime.out_dir, Path(cfg.runtime.out_dir) / cfg.name / tracker.run_id,
+                                                    "name")
         run_dir.mkdir(parents=True, exist_ok=True)
 
         with tqdm(total=state.total_epochs * state.images, initial=state.epoch * state.images, unit="img",

@@ -21,7 +21,7 @@ from filelock import FileLock, Timeout
 from tqdm import tqdm
 
 from p2p import checkpoint, data
-from p2p.cache import cache_root
+from p2p.cache import cache_file
 from p2p.config import DataConfig, RunConfig, data_root
 from p2p.errors import UserError
 from p2p.metrics import weights
@@ -35,6 +35,7 @@ from p2p.metrics.segmentation import (
     load_palette,
     segmentation_scores,
 )
+from p2p.names import check_name
 
 LABELS_TO_PHOTO = "BtoA"  # pix2pix releases put the label map in the B (right) half: facades, cityscapes
 
@@ -65,7 +66,7 @@ class FitSettings:
 
 
 def scorer_path(dataset: str, size: int, cache_dir: str | None = None) -> Path:
-    return cache_root(cache_dir) / "fcn" / f"{dataset}-{size}.pt"
+    return cache_file("fcn", f"{check_name(dataset, 'data.dataset')}-{size}.pt", "data.dataset", cache_dir)
 
 
 def dataset_palette(data_cfg: DataConfig) -> Palette | None:

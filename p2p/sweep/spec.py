@@ -9,7 +9,6 @@ a spec (and `--dry-run`'s table) is instant.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
@@ -17,6 +16,7 @@ from typing import Any, Literal, Optional, Union
 from p2p import contract
 from p2p.config import RunConfig, load_config, load_yaml, parse_override, replace
 from p2p.errors import UserError
+from p2p.names import NAME, check_name, check_tag, inside, is_name, tag_folder
 from p2p.schema import Invalid, build, entry, flatten
 
 
@@ -125,8 +125,22 @@ def grid(spec: SweepSpec, scale: str) -> list[TrialKey]:
 
 
 def run_dir(out_dir: str | Path, sweep: str, scale: str, cell: str, seed: int) -> Path:
-    """Deterministic per (sweep, scale, cell, seed): a re-run trial finds its checkpoint here."""
-    return Path(out_dir) / "sweeps" / sweep / scale / cell.replace(os.sep, "__") / f"seed{seed}"
+    """Deterministic per (sweep, scale, cell, seed): a re-run trial finds its checkpoint here, inside
+    `<out_dir>/sweeps/<sweep>` (a cell's `/` is `__` in its folder: `unet/L1` -> `unet__L1`)."""
+    where = f"sweep {sweep}"
+    sweep_dir = Path(out_dir) / "sweeps" / check_name(sweep, "name", where)
+    folder = scale_dir(sweep_dir, scale, where) / tag_folder(check_tag(cell, "cells", where)) / f"seed{seed}"
+    return inside(sweep_dir, folder, "cells", where)
+
+
+# a scale is a folder of the sweep's runs: an overlay named by an absolute path, or one climbing out with '..', would
+# put them outside <out_dir>/sweeps/<sweep>
+SCALE = "cpu, paper, or the relative path of an overlay that does not climb out with '..'"
+
+
+def scale_dir(sweep_dir: Path, scale: str, source: str) -> Path:
+    """A sweep's folder for one scale: `cpu`, `paper`, or an overlay's path (relative, kept inside the sweep's folder)."""
+    return inside(sweep_dir, sweep_dir / scale, "--scale", source, SCALE)
 
 
 def trial_config(spec: SweepSpec, scale: str, cell_overrides: dict[str, Any], seed: int,
@@ -139,6 +153,7 @@ def trial_config(spec: SweepSpec, scale: str, cell_overrides: dict[str, Any], se
     overrides: dict[str, Any] = {**spec.scale_overrides(scale), **cell_overrides, "seed": seed}
     overrides.update(parse_override(o) for o in cli_overrides or [])
     cfg = load_config(spec.base, overrides, scale=scale)
+    scale_dir(Path(cfg.runtime.out_dir) / "sweeps" / spec.name, scale, str(spec.path))  # before any trial writes there
     if threads and cfg.runtime.threads == 0:
         cfg = replace(cfg, {"runtime.threads": threads}, source=str(spec.path))
     return cfg
@@ -169,6 +184,13 @@ def _valid_seeds(raw: Any) -> bool:
 
 def _seed_tuple(raw: int | list[int]) -> tuple[int, ...]:
     return tuple(range(raw)) if isinstance(raw, int) else tuple(raw)
+
+
+SWEEP_NAME = NAME.removesuffix(")") + "; no spaces)"  # a folder under <out_dir>/sweeps, and the MLflow experiment
+
+
+def _sweep_name(name: Any) -> bool:
+    return is_name(name) and " " not in name
 
 
 @dataclass(frozen=True)
@@ -227,7 +249,7 @@ class SpecFile:
     base: str = entry(expected="the path of a run config (relative to the spec)")
     objective: ObjectiveFile = entry(
         expected=f"a mapping with metric (e.g. {contract.HEADLINE.key}) and optionally direction")
-    name: Optional[str] = None  # default: the file name
+    name: Optional[str] = entry(None, check=_sweep_name, expected=SWEEP_NAME)  # default: the file name
     description: str = ""
     factor: FactorFile = entry(factory=FactorFile,
                                expected="a mapping with description (and key, cell_name for a list of values)")
@@ -262,11 +284,13 @@ def load_spec(path: str | Path, name: str | None = None) -> SweepSpec:
     if not path.is_file():
         raise UserError(f"{path}: sweep spec not found (the specs are in sweeps/)")
     src = str(path)
+    if name is not None and not _sweep_name(name):
+        raise UserError(f"--name {name!r}: expected {SWEEP_NAME}")
     data = load_yaml(path)
     raw = build(SpecFile, {**data, "name": name} if name else data, src)
     sweep_name = raw.name or path.stem
-    if not sweep_name or any(c in sweep_name for c in "/\\ "):
-        raise UserError(Invalid("name", "a name without spaces or slashes", sweep_name).message(src))
+    if not _sweep_name(sweep_name):  # the file's name stands in for a missing `name`
+        raise UserError(Invalid("name", SWEEP_NAME, sweep_name).message(src))
     if "\0" in raw.base:  # no file has such a name (and pathlib raises ValueError for it)
         raise UserError(Invalid("base", "the path of a run config (relative to the spec)", raw.base).message(src))
     base_path = (path.parent / raw.base).resolve()
@@ -299,8 +323,7 @@ def _cells(raw: SpecFile, src: str) -> tuple[Cell, ...]:
     for name in names:
         if names.count(name) > 1:
             raise UserError(f"{src}: key 'cells' names the cell {name!r} twice")
-        if not name or name.startswith(".") or "\\" in name or ".." in name.split("/"):
-            raise UserError(f"{src}: key 'cells' expected readable cell names, got {name!r}")
+        check_tag(name, "cells", src)
     return tuple(cells)
 
 
