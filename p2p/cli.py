@@ -50,9 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue an unfinished run: its folder or checkpoint, or (no value) the newest one of this config")
     p.set_defaults(handler=cmd_train)
 
-    p = sub.add_parser("describe", help="what a config builds: parameters, receptive field, output sizes",
-                       parents=[*config, opt["json"]])
-    p.add_argument("config")
+    p = sub.add_parser("describe", help="what a config builds: parameters, receptive field, output sizes "
+                       "(--list-models: the registered networks)", parents=[*config, opt["json"]])
+    p.add_argument("config", nargs="?", help="run config YAML (not needed with --list-models)")
+    p.add_argument("--list-models", action="store_true",
+                   help="list the registered generators and discriminators (p2p.models.registry) and exit")
     p.set_defaults(handler=cmd_describe)
 
     p = sub.add_parser("translate", help="apply a trained generator to a folder of images")
@@ -154,6 +156,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
+    if args.list_models:
+        from p2p.describe import format_model_list, model_list
+
+        print(json.dumps(model_list(), indent=2) if args.json else format_model_list())
+        return 0
+    if args.config is None:
+        raise UserError("p2p describe needs a run config (e.g. experiments/facades.yaml), or --list-models")
     from p2p.config import load_config
     from p2p.describe import describe, format_description
 

@@ -16,7 +16,7 @@ import yaml
 
 from p2p import contract
 from p2p.errors import UserError
-from p2p.models import geometry
+from p2p.models import geometry, registry
 from p2p.names import NAME, is_name
 from p2p.schema import Invalid, apply_overrides, build, deep_merge, entry, flatten, load_yaml, parse_override, plain
 
@@ -55,7 +55,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class GeneratorConfig:
-    arch: Literal["unet", "encoder_decoder", "resnet_6blocks", "resnet_9blocks"] = "unet"
+    arch: str = "unet"  # a registered generator (p2p.models.registry; `p2p describe --list-models`)
     ngf: int = entry(64, ge=1)
     norm: Norm = "batch"
     dropout: float = entry(0.5, ge=0, lt=1, noun="a rate")
@@ -64,7 +64,10 @@ class GeneratorConfig:
     dropout_at: Literal["paper", "reference"] = "paper"
 
     def check(self) -> None:
-        if self.dropout_at != "paper" and self.arch not in geometry.ENCODER_DECODERS:
+        if self.arch not in registry.GENERATORS:
+            raise Invalid("arch", "one of the registered generators " + registry.known(registry.generator_names())
+                          + " (p2p describe --list-models)", self.arch)
+        if self.dropout_at != "paper" and not registry.generator(self.arch).encoder_decoder:
             raise Invalid("dropout_at", f"'paper' for the {self.arch} generator (its dropout is in every residual "
                           "block)", self.dropout_at)
 

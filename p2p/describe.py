@@ -1,15 +1,38 @@
-"""What a config builds: parameter counts, the measured receptive field, output sizes."""
+"""What a config builds: parameter counts, the measured receptive field, output sizes; and what the
+model registry holds (`p2p describe --list-models`, without importing torch)."""
 
 from __future__ import annotations
 
 import copy
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn as nn
+from p2p.models import registry
+from p2p.models.geometry import PATCH_TO_LAYERS, patch_output_size
 
-from p2p.config import RunConfig
-from p2p.models import channels, count_parameters, create_discriminator, create_generator
-from p2p.models.geometry import patch_output_size
+if TYPE_CHECKING:
+    import torch.nn as nn
+
+    from p2p.config import RunConfig
+
+
+def model_list() -> dict:
+    """The registered networks: name, one-line description and, for generators, the crop they take."""
+    return {
+        "generators": [{"name": s.name, "description": s.description, "encoder_decoder": s.encoder_decoder,
+                        "crop": s.crop_rule()} for s in registry.GENERATORS.values()],
+        "discriminators": [{"name": s.name, "description": s.description, "patch": list(PATCH_TO_LAYERS)}
+                           for s in registry.DISCRIMINATORS.values()],
+    }
+
+
+def format_model_list() -> str:
+    models = model_list()
+    width = max(len(m["name"]) for group in models.values() for m in group)
+    lines = ["generators (model.generator.arch):"]
+    lines += [f"  {m['name']:{width}}  {m['description']}; crop: {m['crop']}" for m in models["generators"]]
+    lines.append("discriminators (chosen by model.discriminator.patch or n_layers):")
+    lines += [f"  {m['name']:{width}}  {m['description']}" for m in models["discriminators"]]
+    return "\n".join(lines)
 
 
 def measure_receptive_field(D: nn.Module, in_channels: int, max_size: int = 1024) -> int:
@@ -20,6 +43,9 @@ def measure_receptive_field(D: nn.Module, in_channels: int, max_size: int = 1024
     the input region whose gradient is non-zero. The input grows until that region no
     longer touches the border (so it is the whole field, not a clipped one).
     """
+    import torch
+    import torch.nn as nn
+
     net = copy.deepcopy(D).float().eval()
     with torch.no_grad():
         for m in net.modules():
@@ -51,6 +77,10 @@ def measure_receptive_field(D: nn.Module, in_channels: int, max_size: int = 1024
 
 
 def describe(cfg: RunConfig) -> dict:
+    import torch
+
+    from p2p.models import channels, count_parameters, create_discriminator, create_generator
+
     in_ch, out_ch = channels(cfg)
     G = create_generator(cfg)
     D = create_discriminator(cfg)

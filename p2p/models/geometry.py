@@ -3,13 +3,15 @@ checks a run's crop against its networks here, before anything imports torch).
 
 A PatchGAN is `n_layers` stride-2 4x4 convolutions, then two 4x4 stride-1 ones (p2p.models.discriminators);
 its receptive field is set by `n_layers`: 16x16, 70x70 and 286x286 for 1, 3 and 5, and 0 is the
-PixelGAN (1x1 convolutions only).
+PixelGAN (1x1 convolutions only). What a generator needs of the crop are facts registered with it
+(p2p.models.registry).
 """
 
 from __future__ import annotations
 
+from p2p.models import registry
+
 PATCH_TO_LAYERS = {1: 0, 16: 1, 70: 3, 286: 5}  # receptive field -> stride-2 layers (1: the PixelGAN)
-ENCODER_DECODERS = ("unet", "encoder_decoder")  # log2(crop) downsamplings to a 1x1 bottleneck
 
 
 def discriminator_layers(patch: int | None, n_layers: int | None = None) -> int:
@@ -55,10 +57,10 @@ def discriminator_crop_problem(crop: int, n_layers: int) -> str | None:
 
 
 def generator_crop_problem(arch: str, crop: int) -> str | None:
-    """What a crop must be for this generator, or None when it fits."""
-    if arch in ENCODER_DECODERS:
-        if crop < 32 or crop & (crop - 1):
-            return f"a power of two >= 32 for the {arch} generator"
-    elif crop % 4:
-        return f"a multiple of 4 for the {arch} generator"
-    return None
+    """What a crop must be for this generator (its registered facts), or None when it fits."""
+    spec = registry.generator(arch)
+    if spec.encoder_decoder:
+        fits = crop >= spec.min_crop and not crop & (crop - 1)
+    else:
+        fits = crop >= spec.min_crop and not crop % spec.crop_multiple
+    return None if fits else f"{spec.crop_rule()} for the {arch} generator"
