@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -98,9 +99,10 @@ def samples_figure(samples: CellSamples, cells: list[str], path: Path) -> Path |
 
 
 def trends_figure(trends: list[tuple[str, str, "object"]], path: Path) -> Path | None:
-    """One panel per claim: the paired difference over training, its 95% t-interval band, and 0.
+    """One panel per claim: the paired difference over training, its anytime-valid band (valid across the epochs), and 0.
 
     `trends` holds (title, y label, analysis.findings.Trend); claims without a scored epoch are left out.
+    An epoch whose interval is unbounded (too few seeds for its level) has no band there.
     """
     trends = [(title, label, t) for title, label, t in trends if t is not None and t.epochs]
     if not trends:
@@ -111,7 +113,9 @@ def trends_figure(trends: list[tuple[str, str, "object"]], path: Path) -> Path |
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows), squeeze=False)
     for ax, (title, label, t) in zip(axes.flat, trends):
         ax.axhline(0, color="black", lw=1)
-        ax.fill_between(t.epochs, t.lows, t.highs, color="C0", alpha=0.25, lw=0, label="95% t-interval")
+        lows, highs = (np.where(np.isfinite(v), v, np.nan) for v in (t.lows, t.highs))  # unbounded: no band
+        ax.fill_between(t.epochs, lows, highs, color="C0", alpha=0.25, lw=0,
+                        label=f"anytime-valid, alpha {t.epoch_alpha:.2g} per epoch")
         ax.plot(t.epochs, t.means, "o-", color="C0", label="mean paired difference")
         # The last point scores eval.max_images; the earlier ones may score fewer (eval.every_max_images).
         ax.plot(t.epochs[-1:], t.means[-1:], "s", color="C0", markersize=8, label="last epoch")

@@ -1,5 +1,9 @@
-"""The claims a sweep tests, judged: paired differences, Holm's correction, power, and the claim over training.
+"""The claims a sweep tests, judged: anytime-valid intervals, Bonferroni over the claims, power, and the claim over training.
 
+Each claim's verdict comes from the confidence sequence of its mean paired difference
+(analysis/sequential.py) at alpha / K, K the sweep's claims: valid however many seeds there are
+and however often the verdicts were read before, family-wise over the sweep. The fixed-n paired
+t-test (interval, p, Holm p) is kept beside it as a description of the seeds at hand.
 Torch- and matplotlib-free, so `p2p sweep --dry-run` can print the verdicts so far.
 """
 
@@ -13,7 +17,21 @@ import pandas as pd
 from analysis import paper
 from analysis.load import SweepRuns
 from analysis.power import Needed, load_effect_sizes, power_now, seeds_needed
-from analysis.stats import Difference, compare, holm, t_interval
+from analysis.sequential import (
+    ABOVE,
+    BELOW,
+    METHOD,
+    MIXTURE_PRECISION,
+    NEGLIGIBLE,
+    OPEN,
+    RESOLVED,
+    Sequence,
+    min_seeds,
+    resolve,
+    sequence,
+    tally,
+)
+from analysis.stats import Difference, compare, holm
 from p2p import contract
 
 ALPHA = 0.05  # family-wise, over the claims of one sweep
@@ -42,14 +60,18 @@ def claims_for(runs: SweepRuns) -> list[paper.Claim]:
 
 @dataclass(frozen=True)
 class Trend:
-    """The paired difference better - worse at each scored epoch (common seeds), with 95% t-intervals."""
+    """The paired difference better - worse at each scored epoch (common seeds), with intervals that hold at all
+    the epochs together: each epoch's confidence sequence at alpha / (the epochs looked at), Bonferroni over
+    them. 'Holds from epoch E' then errs with probability alpha at most, however many epochs and seeds were read.
+    """
 
     epochs: tuple[int, ...]
     means: tuple[float, ...]
-    lows: tuple[float, ...]
+    lows: tuple[float, ...]  # -inf where the seeds are too few for a bounded interval; nan with one seed
     highs: tuple[float, ...]
     ns: tuple[int, ...]  # common seeds at each epoch
     sign: int  # +1: the claim is 'better scores above worse'; -1: 'below'
+    alpha: float = ALPHA  # for all the epochs together
 
     def _signed_low(self, i: int) -> float:
         """The interval's end nearest 0 in the claimed direction (nan without an interval)."""
@@ -81,11 +103,19 @@ class Trend:
         return [(self.epochs[i], self.epochs[i + 1]) for i in range(len(self.epochs) - 1)
                 if self.means[i] * self.means[i + 1] < 0]
 
+    @property
+    def epoch_alpha(self) -> float:
+        return self.alpha / max(1, len(self.epochs))
+
     def text(self) -> str:
         if not self.epochs:
             return "no scores over training"
         if max(self.ns) < 2:
             return "over training: cannot tell (fewer than 2 common seeds)"
+        if not any(math.isfinite(low) for low in self.lows):  # every interval unbounded: no reading at all
+            need = min_seeds(self.epoch_alpha)
+            return (f"over training: cannot tell ({max(self.ns)} seeds are too few for intervals valid across "
+                    f"{len(self.epochs)} epoch{'s' if len(self.epochs) > 1 else ''}; {need} would do)")
         if len(self.epochs) == 1:  # scored only at the end (eval.every 0)
             held = self.holds_from is not None
             return f"{'holds' if held else 'does not hold'} at epoch {self.epochs[0]}, the only one scored"
@@ -100,46 +130,63 @@ class Trend:
         return f"never holds (the interval includes 0 at epoch {self.epochs[-1]}, the last scored)"
 
 
-def trend(history: pd.DataFrame, better: str, worse: str, sign: int) -> Trend:
-    """From a long frame (cell, seed, epoch, value): per epoch, the differences of the seeds both cells scored."""
+def trend(history: pd.DataFrame, better: str, worse: str, sign: int, alpha: float = ALPHA) -> Trend:
+    """From a long frame (cell, seed, epoch, value): per epoch, the differences of the seeds both cells scored,
+    each epoch's interval the confidence sequence at alpha / (the epochs scored)."""
     a = history[history["cell"] == better].set_index(["epoch", "seed"])["value"]
     b = history[history["cell"] == worse].set_index(["epoch", "seed"])["value"]
     paired = pd.concat({"a": a, "b": b}, axis=1).dropna()
+    groups = [(int(epoch), (part["a"] - part["b"]).to_numpy()) for epoch, part in paired.groupby(level="epoch")]
+    per_epoch = alpha / max(1, len(groups))
     epochs, means, lows, highs, ns = [], [], [], [], []
-    for epoch, part in paired.groupby(level="epoch"):
-        interval = t_interval((part["a"] - part["b"]).tolist())
-        epochs.append(int(epoch))
+    for epoch, d in groups:
+        sd = float(d.std(ddof=1)) if len(d) > 1 else math.nan
+        interval = sequence(float(d.mean()), sd, len(d), per_epoch)
+        epochs.append(epoch)
         means.append(interval.mean)
         lows.append(interval.low)
         highs.append(interval.high)
         ns.append(interval.n)
-    return Trend(tuple(epochs), tuple(means), tuple(lows), tuple(highs), tuple(ns), sign)
+    return Trend(tuple(epochs), tuple(means), tuple(lows), tuple(highs), tuple(ns), sign, alpha)
 
 
 # ---------------------------------------------------------------- verdicts
 
 
-def verdict(diff: Difference, p_holm: float, sign: int, alpha: float = ALPHA) -> str:
-    """reproduced / reversed (Holm-adjusted p < alpha), else which side of 0 the mean difference is on
-    (both are "not reproduced": the two words say which way the runs lean)."""
+def verdict(diff: Difference, interval: Sequence, sign: int, effect: float) -> str:
+    """From the anytime-valid interval of the mean difference: negligible (inside +-effect), reproduced / reversed
+    (excludes 0 in / against the claimed direction); else which side of 0 the mean difference is on (both
+    "not resolved": the words say which way the runs lean, and more seeds may settle it)."""
     if math.isnan(diff.mean):
         return "missing"
     good = sign * diff.mean
     if diff.method == "none":
         return "same direction, no interval (one seed)" if good > 0 else "other direction, no interval (one seed)"
-    if p_holm < alpha:
-        return "reproduced" if good > 0 else "reversed"
-    return "same direction, not significant" if good > 0 else "other direction, not significant"
+    found = resolve(interval.low, interval.high, effect)
+    if found == NEGLIGIBLE:
+        return "negligible"
+    if found != OPEN:
+        return "reproduced" if found == (ABOVE if sign > 0 else BELOW) else "reversed"
+    return "same direction, not resolved" if good > 0 else "other direction, not resolved"
+
+
+def interval_for(diff: Difference, alpha: float) -> Sequence:
+    """The confidence sequence of a paired difference at alpha; none (nan) for an unpaired or untested one:
+    Welch's setting (two unknown variances, unmatched seeds) has no interval of this kind here."""
+    if diff.method != "paired":
+        return Sequence(diff.mean, math.nan, diff.n, alpha)
+    return sequence(diff.mean, diff.sd, diff.n, alpha)
 
 
 @dataclass(frozen=True)
 class ClaimResult:
     claim: paper.Claim
     metric: str
-    diff: Difference  # better - worse, in the score's units
-    p_holm: float
+    diff: Difference  # better - worse, in the score's units; its t-interval and p describe, they do not decide
+    p_holm: float  # the fixed-n test's, Holm-corrected: descriptive too
+    interval: Sequence  # the anytime-valid interval at alpha / claims: what the verdict reads
     verdict: str
-    claims: int  # K, the claims of the sweep (Holm's family; power at alpha / K)
+    claims: int  # K, the claims of the sweep (Bonferroni's family; power at alpha / K)
     effect: float  # the smallest effect of interest for this score
     observed: Needed  # seeds for 80% power at the observed difference
     smallest: Needed  # ... at the smallest effect of interest
@@ -151,19 +198,38 @@ class ClaimResult:
         return -1 if contract.lower_is_better(self.metric) else 1
 
     @property
+    def resolved(self) -> bool:
+        """Whether the claim is settled (reproduced, reversed or negligible): more seeds would not change that."""
+        return self.verdict in RESOLVED
+
+    @property
     def text(self) -> str:
         """'70x70 scores above 1x1 on FCN class IoU'."""
         side = "below" if self.sign < 0 else "above"
         return f"{self.claim.better} scores {side} {self.claim.worse} on {contract.label(self.metric)}"
 
+    def interval_text(self) -> str:
+        """'anytime-valid [0.051, 0.194] at alpha 0.05/4', or why there is none."""
+        d, at = self.diff, f"at alpha {ALPHA:g}/{self.claims}"
+        if d.method != "paired":
+            return "no anytime-valid interval (needs 2 seeds both cells finished)"
+        if not self.interval.bounded:
+            return f"anytime-valid interval unbounded {at} (needs {min_seeds(self.interval.alpha)} common seeds)"
+        text = f"anytime-valid {self.interval.text(digits(self.metric))} {at}"
+        if self.verdict == "negligible" and resolve(self.interval.low, self.interval.high, math.nan) != OPEN:
+            text += f" (excludes 0 too: a real difference, smaller than {self.effect:g})"
+        return text
+
     def tests(self) -> str:
+        """The fixed-n test, described: the t-interval and p at the seeds at hand."""
         d = self.diff
         if d.method == "none":
             return d.describe()
-        return f"{d.describe()}, p = {format_p(d.p)}, Holm p = {format_p(self.p_holm)}"
+        kind = "Welch" if d.method == "welch" else "fixed-n"
+        return f"{d.describe()}; {kind} 95% t-interval {d.text(digits(self.metric))}, p = {format_p(d.p)}"
 
     def power_text(self) -> str:
-        """Power beside the verdict: now, for the smallest effect; and the seeds 80% would take."""
+        """Power beside the verdict: now, for the smallest effect; and the seeds 80% would take (a fixed design)."""
         if self.diff.method == "none":
             return "power: not computable until both cells have 2 seeds"
         now = f"{self.power:.0%}" if not math.isnan(self.power) else "n/a"
@@ -175,25 +241,31 @@ class ClaimResult:
         if self.verdict == "missing":
             side = self.claim.better if not self.diff.n_a else self.claim.worse
             return f"{self.text}: cannot tell yet (no finished run of {side})"
-        parts = [f"{self.text}: **{self.verdict}**, difference {self.diff.text(digits(self.metric))} "
-                 f"({self.tests()})"]
+        parts = [f"{self.text}: **{self.verdict}**, difference {self.diff.mean:+.{digits(self.metric)}f}, "
+                 f"{self.interval_text()} ({self.tests()})"]
         if self.trend is not None:
             parts.append(self.trend.text())
         parts.append(self.power_text())
         return "; ".join(parts)
 
     def record(self) -> dict:
-        """findings.json's entry for this claim (numbers, nan as null)."""
-        d = self.diff
+        """findings.json's entry for this claim (numbers, nan and unbounded ends as null)."""
+        d, iv = self.diff, self.interval
+        paired = d.method == "paired"
         return {"claim": self.text, "metric": self.metric, "better": self.claim.better, "worse": self.claim.worse,
                 "why": self.claim.why, "method": d.method, "seeds": d.n, "seeds_better": d.n_a,
                 "seeds_worse": d.n_b, "common_seeds": list(d.seeds), "mean_difference": _num(d.mean),
                 "low": _num(d.low), "high": _num(d.high), "p": _num(d.p), "p_holm": _num(self.p_holm),
-                "verdict": self.verdict, "holds_from_epoch": self.trend.holds_from if self.trend else None,
+                "verdict": self.verdict, "resolved": self.resolved,
+                "anytime_valid": {"low": _num(iv.low), "high": _num(iv.high), "alpha": iv.alpha,
+                                  "bounded": iv.bounded, "e_value": _num(iv.e_value) if paired else None,
+                                  "min_seeds": min_seeds(iv.alpha), "negligible_within": _num(self.effect)},
+                "holds_from_epoch": self.trend.holds_from if self.trend else None,
                 "reversed_from_epoch": self.trend.reversed_from if self.trend else None,
                 "sign_flips": [list(f) for f in self.trend.flips] if self.trend else [],
                 "epochs": list(self.trend.epochs) if self.trend else [],
                 "over_training": self.trend.text() if self.trend else None,
+                "over_training_alpha_per_epoch": self.trend.epoch_alpha if self.trend and self.trend.epochs else None,
                 "seeds_needed": {"observed": self.observed.value(), "smallest_effect": self.smallest.value(),
                                  "smallest_effect_size": self.effect, "power": 0.8,
                                  "alpha": ALPHA / max(1, self.claims)},
@@ -202,7 +274,8 @@ class ClaimResult:
 
 def judge_all(runs: SweepRuns, metric: str, history: pd.DataFrame | None = None,
               claims: list[paper.Claim] | None = None) -> list[ClaimResult]:
-    """Every claim of the sweep on `metric`: tested, Holm-corrected together, with power (and trend)."""
+    """Every claim of the sweep on `metric`: its anytime-valid interval at alpha / K (Bonferroni over the K claims,
+    a claim missing a cell included: the family is what the sweep set out to test), power, trend."""
     claims = claims_for(runs) if claims is None else claims
     diffs = [compare(runs.values(c.better, metric), runs.values(c.worse, metric)) for c in claims]
     adjusted = holm([d.p for d in diffs])
@@ -211,25 +284,37 @@ def judge_all(runs: SweepRuns, metric: str, history: pd.DataFrame | None = None,
     sign = -1 if contract.lower_is_better(metric) else 1
     results = []
     for claim, diff, p_holm in zip(claims, diffs, adjusted):
-        over = trend(history, claim.better, claim.worse, sign) if history is not None else None
-        results.append(ClaimResult(claim, metric, diff, p_holm, verdict(diff, p_holm, sign), k, effect,
-                                   seeds_needed(diff, diff.mean, ALPHA / k), seeds_needed(diff, effect, ALPHA / k),
-                                   power_now(diff, effect, ALPHA / k), over))
+        interval = interval_for(diff, ALPHA / k)
+        over = trend(history, claim.better, claim.worse, sign, ALPHA / k) if history is not None else None
+        results.append(ClaimResult(claim, metric, diff, p_holm, interval, verdict(diff, interval, sign, effect), k,
+                                   effect, seeds_needed(diff, diff.mean, ALPHA / k),
+                                   seeds_needed(diff, effect, ALPHA / k), power_now(diff, effect, ALPHA / k), over))
     return results
 
 
+def open_cells(results: list[ClaimResult]) -> set[str]:
+    """The cells that the claims not yet resolved compare: where more seeds could still settle something.
+
+    A pure function of the judged claims (judge_all), for a driver that adds seeds until every claim is
+    resolved: the cells of resolved claims need no more seeds for them (a cell in both kinds of claim is
+    still open). The verdicts stay valid however often this is asked: they come from confidence sequences.
+    """
+    return {cell for r in results if not r.resolved for cell in (r.claim.better, r.claim.worse)}
+
+
 def method_summary(results: list[ClaimResult]) -> str:
-    """Which test the differences used, for the report's header."""
+    """How the differences were judged, for the report's header."""
     paired = sorted({r.diff.n for r in results if r.diff.method == "paired"})
     welch = [r.text for r in results if r.diff.method == "welch"]
     untested = [r for r in results if r.diff.method == "none"]
     parts = []
     if paired:
         seeds = str(paired[0]) if len(paired) == 1 else f"{paired[0]}-{paired[-1]}"
-        parts.append(f"a paired t-test over the {seeds} common seeds of the two cells (per-seed differences)")
+        parts.append(f"the per-seed differences over the {seeds} common seeds of the two cells, judged by a "
+                     f"{METHOD}, prior precision c = {MIXTURE_PRECISION:g}")
     if welch:
-        parts.append(f"Welch's t-test where the cells share fewer than 2 seeds ({len(welch)} of {len(results)} "
-                     f"claims)")
+        parts.append(f"no anytime-valid interval where the cells share fewer than 2 seeds (Welch's t-test "
+                     f"describes them: {len(welch)} of {len(results)} claims)")
     if untested:
         parts.append(f"no test where a cell has fewer than 2 seeds ({len(untested)} claims)")
     return "; ".join(parts) if parts else "no test yet"
@@ -246,7 +331,8 @@ def format_p(p: float) -> str:
 
 
 def _num(x: float) -> float | None:
-    return None if x is None or math.isnan(x) else float(x)
+    """A number for JSON: nan (none) and an unbounded end (inf) as null."""
+    return None if x is None or not math.isfinite(x) else float(x)
 
 
 # ---------------------------------------------------------------- for `p2p sweep --dry-run`
@@ -263,14 +349,22 @@ def plan_lines(spec, scale: str) -> list[str]:
     if runs.finished.empty:
         return []
     metric = comparison_metric(runs)
-    results = judge_all(runs, metric)
+    return findings_lines(judge_all(runs, metric), metric, len(runs.finished))
+
+
+def findings_lines(results: list[ClaimResult], metric: str, finished: int) -> list[str]:
+    """The dry run's lines: the verdicts counted, then per claim its verdict, interval and the seeds power asks for."""
+    if not results:
+        return ["  findings so far: no claims"]
     k = len(results)
-    lines = [f"  findings so far on {contract.label(metric)} ({len(runs.finished)} finished runs): Holm over "
-             f"{k} claims; seeds for 80% power at alpha 0.05/{k} (observed difference, smallest effect "
-             f"{results[0].effect:g})" if results else "  findings so far: no claims"]
+    lines = [f"  findings so far on {contract.label(metric)} ({finished} finished runs): "
+             f"{tally([r.verdict for r in results])}; anytime-valid intervals at alpha {ALPHA:g}/{k} "
+             f"(negligible within +-{results[0].effect:g}); seeds a fixed design needs for 80% power at alpha "
+             f"{ALPHA:g}/{k} (observed difference, smallest effect)"]
     for r in results:
         need = f"seeds needed {r.observed.text()}, {r.smallest.text()}" if r.diff.method != "none" else \
             "seeds needed: n/a (fewer than 2 seeds)"
-        lines.append(f"    {r.claim.better} vs {r.claim.worse}: {r.verdict}, {r.diff.text(digits(metric))} "
-                     f"({r.diff.describe()}); {need}")
+        shown = r.interval.text(digits(metric)) if r.diff.method == "paired" else "no interval"
+        lines.append(f"    {r.claim.better} vs {r.claim.worse}: {r.verdict}, {r.diff.mean:+.{digits(metric)}f} "
+                     f"{shown} ({r.diff.describe()}); {need}")
     return lines

@@ -22,6 +22,7 @@ from analysis import figures, paper
 from analysis.findings import ALPHA, ClaimResult, comparison_metric, judge_all, method_summary
 from analysis.load import SCORES, SweepRuns, epoch_stamps, eval_history, load_sweep, loss_curves
 from analysis.provenance import Provenance, provenance
+from analysis.sequential import METHOD, MIXTURE_PRECISION, tally
 from analysis.stats import kendall_tau, t_interval
 from p2p import contract
 
@@ -64,8 +65,9 @@ def scoring_caption(runs: SweepRuns) -> str:
                    if a is not None and b is not None and str(a).isdigit() and str(b).isdigit()})
     at_end = "/".join(images(v) for v in final) or "the test images"
     last_text = f" (epoch {'/'.join(map(str, last))})" if last else ""
-    bands = (" Bands: unadjusted 95% t-intervals of the per-seed differences; a claim holds from epoch E when every "
-             "interval from E on excludes 0 in the claimed direction.")
+    bands = (" Bands: anytime-valid intervals of the mean per-seed difference, valid across all the seeds and all the "
+             "epochs scored together (each epoch at alpha / K / the epochs; none where the seeds are too few for that); a "
+             "claim holds from epoch E when every interval from E on excludes 0 in the claimed direction.")
     period = "every epoch" if every == ["1"] else f"every {'/'.join(every)} epochs"
     if not every or every == ["0"]:
         return (f"The runs scored only at the end (`eval.every: 0`): one point per claim, on {at_end}{last_text}."
@@ -159,18 +161,27 @@ def build_report(sweep: str, scale: str | None = None, out_root: Path = Path("re
 
 
 def protocol_lines(found: list[ClaimResult]) -> list[str]:
-    """How the findings were judged: the test, the correction, what the intervals are, the power."""
+    """How the findings were judged: the method and its reference, the correction, negligible, the power."""
     k = len(found)
     if not k:
         return ["No claims to test yet."]
-    return [f"Differences between cells: {method_summary(found)}. Verdicts are Holm-corrected over the {k} "
-            f"claim{'s' if k > 1 else ''} of this sweep (family-wise error {ALPHA:.0%}): reproduced = Holm-adjusted "
-            "p < 0.05 in the claimed direction, reversed = the other way; any other claim is not reproduced, "
-            "and its verdict says which way the runs lean (same / other direction, not significant); the printed "
-            "intervals are unadjusted 95% t-intervals.",
-            f"Power: seeds per cell for 80% power (two-sided, exact noncentral t) at the Bonferroni level "
-            f"alpha = 0.05/{k} = {ALPHA / k:.4g}, for the observed difference and for the smallest effect of "
-            "interest per score (`p2p/contract.py`)."]
+    effect = found[0].effect
+    negligible = (f"negligible = it lies within +-{effect:g} ({contract.label(found[0].metric)}'s smallest effect of "
+                  "interest, `p2p/contract.py`), whichever side of 0" if not math.isnan(effect) else
+                  "negligible = it lies within +-the score's smallest effect of interest (this score has none)")
+    return [f"Differences between cells: {method_summary(found)}. The verdicts read its intervals, which are "
+            "anytime-valid (a confidence sequence: Howard, Ramdas, McAuliffe & Sekhon 2021): they stay valid however "
+            f"many seeds are added and however often the report is read before. Multiplicity: Bonferroni over the {k} "
+            f"claim{'s' if k > 1 else ''} of this sweep, each interval at alpha = {ALPHA:g}/{k} = {ALPHA / k:.4g} "
+            f"(family-wise error {ALPHA:.0%}). reproduced = the interval excludes 0 in the claimed direction, "
+            f"reversed = the other way; {negligible}; any other claim is not resolved, and its verdict says which "
+            "way the runs lean (same / other direction, not resolved). The fixed-n 95% t-interval and p beside each "
+            "verdict describe the seeds at hand; read after more seeds were added they are not valid tests "
+            "(docs/verdicts.md).",
+            f"Power: seeds per cell a fixed design needs for 80% power (paired t-test, two-sided, exact noncentral "
+            f"t) at the Bonferroni level alpha = {ALPHA:g}/{k} = {ALPHA / k:.4g}, for the observed difference and "
+            "for the smallest effect of interest per score; the anytime-valid verdict pays for looking at every "
+            "seed with more seeds on average (docs/verdicts.md)."]
 
 
 @dataclass
@@ -215,6 +226,8 @@ class ReportDoc:
                                 f"`{r.cells[0] if r.cells else '-'}` instead.")
         found_title = f"Findings (on {contract.label(self.metric)})"
         found_blocks: list = [f"The paper: {finding_text}."] if finding_text else []
+        if self.found:
+            found_blocks.append(f"Verdicts: {tally([f.verdict for f in self.found])}.")
         found_blocks.append([f.line() for f in self.found] or ["no comparisons yet"])
         if "Findings over training" in self.images:
             caption = self.images["Findings over training"][1]
@@ -230,8 +243,11 @@ class ReportDoc:
         r, k = self.runs, len(self.found)
         return {"sweep": r.name, "scale": r.scale, "written": self.written, "metric": self.metric,
                 "trials_finished": len(r.finished), "trials_planned": len(r.cells) * len(r.seeds),
-                "test": method_summary(self.found), "correction": "holm", "family_wise_alpha": ALPHA, "claims_tested": k,
-                "intervals": "unadjusted 95% t-intervals", "power_alpha": ALPHA / k if k else None,
+                "test": method_summary(self.found), "verdict_method": METHOD, "mixture_precision": MIXTURE_PRECISION,
+                "correction": "bonferroni", "family_wise_alpha": ALPHA, "claims_tested": k,
+                "claim_alpha": ALPHA / k if k else None, "verdicts": tally([f.verdict for f in self.found]),
+                "intervals": "verdicts: anytime-valid intervals at alpha / K (anytime_valid); low/high: fixed-n 95% "
+                             "t-intervals, descriptive", "power_alpha": ALPHA / k if k else None,
                 "over_training_images": self.images.get("Findings over training", (None, None))[1],
                 "provenance": self.origin.record(), "claims": [f.record() for f in self.found]}
 

@@ -1,7 +1,8 @@
 """`python -m analysis.summary results/cpu`: every sweep's findings in one Markdown table.
 
 Reads results/cpu/*/findings.json (written by `python -m analysis SWEEP --out results/cpu`) and
-prints one row per claim: what the README's "What the lab found" is made from.
+prints one row per claim, then the verdicts counted: what the README's "What the lab found" is made from.
+The verdict reads the anytime-valid interval; the 95% column is the fixed-n t-interval, descriptive.
 """
 
 from __future__ import annotations
@@ -9,10 +10,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from analysis.sequential import tally
 from p2p import contract
 from p2p.errors import UserError
 
-COLUMNS = ["sweep", "claim", "verdict", "difference [95%]", "seeds", "seeds for 80% power", "holds from epoch"]
+COLUMNS = ["sweep", "claim", "verdict", "difference [fixed-n 95%]", "anytime-valid interval", "seeds", "seeds for 80% power",
+           "holds from epoch"]
 
 
 def _number(x, digits: int) -> str:
@@ -33,7 +36,18 @@ def row(sweep: str, claim: dict) -> list[str]:
         f"{claim['seeds_better']} vs {claim['seeds_worse']} ({method})"
     need = claim["seeds_needed"]
     power = f"{need['observed']} / {need['smallest_effect']} (for {need['smallest_effect_size']:g})"
-    return [sweep, claim["claim"], claim["verdict"], difference, seeds, power, held(claim)]
+    return [sweep, claim["claim"], claim["verdict"], difference, anytime(claim, digits), seeds, power, held(claim)]
+
+
+def anytime(claim: dict, digits: int) -> str:
+    """The interval the verdict read: '[low, high] (alpha 0.0125)', 'unbounded (...)', or '-' (none, or an older file)."""
+    interval = claim.get("anytime_valid")
+    if not interval or claim["method"] != "paired":
+        return "-"
+    level = f"alpha {interval['alpha']:.3g}"
+    if not interval["bounded"]:
+        return f"unbounded ({level}; needs {interval['min_seeds']} seeds)"
+    return f"[{interval['low']:.{digits}f}, {interval['high']:.{digits}f}] ({level})"
 
 
 def held(claim: dict) -> str:
@@ -55,15 +69,17 @@ def summary(folder: Path) -> str:
     if not files:
         raise UserError(f"{folder}: no */findings.json here (write them with: p2p report SWEEP "
                         f"--out {folder})")
-    rows = []
+    rows, verdicts = [], []
     for path in files:
         try:
             data = json.loads(path.read_text())
             rows += [row(data["sweep"], claim) for claim in data["claims"]]
+            verdicts += [claim["verdict"] for claim in data["claims"]]
         except (ValueError, KeyError, TypeError) as exc:
             raise UserError(f"{path}: not a findings.json of this version ({type(exc).__name__}: {exc})") from None
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in r) + " |" for r in rows]
+    lines += ["", f"Verdicts: {tally(verdicts)}."]
     return "\n".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""Reports from a sweep stored in MLflow: paired findings, Holm, power, trends, provenance, the paper beside us."""
+"""Reports from a sweep stored in MLflow: paired findings, anytime-valid verdicts, power, trends, provenance, the paper."""
 
 import json
 import math
@@ -13,7 +13,7 @@ from scipy import stats
 
 from analysis import paper
 from analysis.__main__ import main as report_main
-from analysis.findings import judge_all
+from analysis.findings import judge_all, open_cells
 from analysis.load import load_sweep
 from analysis.power import paired_power
 from analysis.report import build_report
@@ -39,7 +39,8 @@ def test_report_of_an_unfinished_sweep(mlflow_uri, tiny_overrides, tmp_path, dat
     assert runs.missing() == [("286x286", 1)]
     assert runs.failed()["failure"].tolist() == ["non-finite loss (train/loss_G_GAN) in epoch 2 by step 17"]
 
-    # Paired over common seeds, Holm over the 4 claims (in this order, which is also the p-values' order).
+    # Paired over common seeds; the fixed-n test Holm-corrected over the 4 claims (in this order, which is also the
+    # p-values' order) describes them.
     found = judge_all(runs, "eval/fcn_iou")
     claims = [(c.better, c.worse) for c in paper.CLAIMS["patchsize"]]
     p = [paired(b, w).pvalue for b, w in claims]
@@ -47,11 +48,15 @@ def test_report_of_an_unfinished_sweep(mlflow_uri, tiny_overrides, tmp_path, dat
     expected_holm = np.maximum.accumulate([4 * p[0], 3 * p[1], 2 * p[2], 1 * p[3]])
     assert [f.p_holm for f in found] == [pytest.approx(x) for x in expected_holm]
     assert [f.diff.n for f in found] == [3, 3, 2, 2]  # 286x286 has seeds 0 and 2
-    assert [f.verdict for f in found] == ["reproduced", "same direction, not significant",
-                                          "same direction, not significant", "same direction, not significant"]
-    assert p[1] < 0.05 < expected_holm[1]  # 16x16 > 1x1: significant alone, not after the correction
-    lower = judge_all(runs, "eval/lpips", claims=[paper.Claim("1x1", "70x70")])  # LPIPS: lower is better
+    # The verdicts read the anytime-valid intervals at 0.05/4: 3 seeds are too few for any of them to be bounded
+    # (4 are needed), so nothing is resolved yet, not even 70x70 > 1x1 with its fixed-n p of 7e-4.
+    assert [f.verdict for f in found] == ["same direction, not resolved"] * 4
+    assert not any(f.interval.bounded for f in found) and open_cells(found) == set(runs.cells)
+    assert p[0] < expected_holm[0] < 0.05 and p[1] < 0.05 < expected_holm[1]
+    # One claim alone is judged at 0.05, where 3 seeds do bound the interval. LPIPS: lower is better.
+    lower = judge_all(runs, "eval/lpips", claims=[paper.Claim("1x1", "70x70")])
     assert lower[0].verdict == "reversed" and lower[0].p_holm == pytest.approx(paired("70x70", "1x1").pvalue)
+    assert lower[0].interval.low > 0 and lower[0].interval.alpha == 0.05
 
     out_root = tmp_path / "results" / "paper"
     out = build_report("patchsize", out_root=out_root, root=ROOT, samples=2)
@@ -68,36 +73,42 @@ def test_report_of_an_unfinished_sweep(mlflow_uri, tiny_overrides, tmp_path, dat
     assert "Runs: 2026-01-05 09:00 to 2026-01-06 09:20 UTC; wall time 63 min" in md  # not the 24 h between
     assert (".venv/bin/p2p sweep sweeps/patchsize.yaml --scale paper --set optim.epochs=2 --set eval.every=1`, then "
             f"`.venv/bin/p2p report patchsize --scale paper --out {out_root}`") in md
-    assert ("Differences between cells: a paired t-test over the 2-3 common seeds of the two cells (per-seed "
-            "differences). Verdicts are Holm-corrected over the 4 claims of this sweep (family-wise error 5%)") in md
-    assert "the printed intervals are unadjusted 95% t-intervals" in md and "alpha = 0.05/4 = 0.0125" in md
+    assert ("Differences between cells: the per-seed differences over the 2-3 common seeds of the two cells, judged by "
+            "a t-mixture confidence sequence (Lai 1976; Wang & Ramdas 2024), prior precision c = 0.1.") in md
+    assert "Multiplicity: Bonferroni over the 4 claims of this sweep, each interval at alpha = 0.05/4 = 0.0125" in md
+    assert "The fixed-n 95% t-interval and p beside each verdict describe the seeds at hand" in md
 
-    # a finding: the paired interval, both p-values, the epoch it holds from, and power beside the verdict
+    # a finding: the verdict, the interval it read, the fixed-n test beside it, the trend, and power
     ci = paired("70x70", "1x1").confidence_interval(0.95)
     line = next(x for x in md.splitlines() if x.startswith("- 70x70 scores above 1x1"))
-    assert line.startswith(f"- 70x70 scores above 1x1 on FCN class IoU: **reproduced**, difference +0.123 "
-                           f"[{ci.low:.3f}, {ci.high:.3f}] (paired over 3 seeds, p = 7.3e-04, Holm p = 0.003); "
-                           "holds from epoch 2 of 3; power ")
+    assert line.startswith(f"- 70x70 scores above 1x1 on FCN class IoU: **same direction, not resolved**, difference "
+                           "+0.123, anytime-valid interval unbounded at alpha 0.05/4 (needs 4 common seeds) (paired over "
+                           f"3 seeds; fixed-n 95% t-interval +0.123 [{ci.low:.3f}, {ci.high:.3f}], p = 7.3e-04); "
+                           "over training: cannot tell (3 seeds are too few for intervals valid across 3 epochs; 4 "
+                           "would do); power ")
+    assert "Verdicts: 0 reproduced, 0 reversed, 0 negligible, 4 not resolved of 4 claims." in md
     assert (p[0], expected_holm[0]) == (pytest.approx(7.3e-4, abs=5e-6), pytest.approx(0.0029, abs=5e-5))
     sd = np.std([0.12, 0.13, 0.12], ddof=1)
     need = found[0].smallest.n
     assert paired_power(0.01, sd, need, 0.0125) >= 0.8 > paired_power(0.01, sd, need - 1, 0.0125)
     assert f"80% needs {need} seeds ({found[0].observed.n} for the observed difference)" in line
-    assert "16x16 scores above 1x1 on FCN class IoU: **same direction, not significant**" in md
-    assert "holds from epoch 3 of 3 (the sign flips between epochs 1 and 2)" in md
-    assert "never holds: the sign flips between epochs 1 and 2;" in md  # 70x70 vs 286x286
+    assert "16x16 scores above 1x1 on FCN class IoU: **same direction, not resolved**" in md
+    assert "over training: cannot tell (2 seeds are too few for intervals valid across 3 epochs; 4 would do)" in md
     assert ("Points before the last epoch (every epoch, `eval.every`) score the first 20 test images "
             "(`eval.every_max_images`); the last epoch (epoch 3, the square) scores all the test images") in md
 
     # findings.json: what the summary table and the README are made from
     record = json.loads((out / "findings.json").read_text())
     first = record["claims"][0]
-    assert record["claims_tested"] == 4 and record["power_alpha"] == 0.0125 and record["correction"] == "holm"
-    assert (first["method"], first["seeds"], first["common_seeds"], first["verdict"]) == ("paired", 3, [0, 1, 2],
-                                                                                         "reproduced")
+    assert record["claims_tested"] == 4 and record["power_alpha"] == 0.0125 and record["correction"] == "bonferroni"
+    assert record["claim_alpha"] == 0.0125 and record["verdicts"].startswith("0 reproduced")
+    assert (first["method"], first["seeds"], first["common_seeds"], first["verdict"]) == (
+        "paired", 3, [0, 1, 2], "same direction, not resolved")
+    assert first["anytime_valid"]["bounded"] is False and first["anytime_valid"]["min_seeds"] == 4
     assert first["mean_difference"] == pytest.approx(0.37 / 3) and first["low"] == pytest.approx(ci.low)
     assert first["p"] == pytest.approx(p[0]) and first["p_holm"] == pytest.approx(expected_holm[0])
-    assert first["holds_from_epoch"] == 2 and first["epochs"] == [1, 2, 3]
+    assert first["holds_from_epoch"] is None and first["epochs"] == [1, 2, 3]
+    assert first["over_training_alpha_per_epoch"] == pytest.approx(0.0125 / 3)
     assert first["seeds_needed"]["smallest_effect"] == need and first["seeds_needed"]["smallest_effect_size"] == 0.01
     assert record["claims"][2]["holds_from_epoch"] is None and record["claims"][2]["sign_flips"] == [[1, 2]]
     assert record["provenance"]["wall_time_s"] == 63 * 60 and record["provenance"]["machines"] == [MACHINE]
@@ -113,7 +124,7 @@ def test_report_of_an_unfinished_sweep(mlflow_uri, tiny_overrides, tmp_path, dat
         assert (out / name).stat().st_size > 10_000
         assert f"]({name})" in md
     assert html.count("src='data:image/png;base64,") == 4 and "src='http" not in html
-    assert "<b>reproduced</b>" in html
+    assert "<b>same direction, not resolved</b>" in html
     logged = {a.path for a in tracking.client().list_artifacts(parent.run_id, "report")}
     assert {"report/report.html", "report/report.md", "report/scores.png", "report/findings.json"} <= logged
 
@@ -126,9 +137,11 @@ def test_report_of_an_unfinished_sweep(mlflow_uri, tiny_overrides, tmp_path, dat
     capsys.readouterr()
     assert summary_main([str(published)]) == 0
     table = capsys.readouterr().out
-    assert (f"| patchsize | 70x70 scores above 1x1 on FCN class IoU | reproduced | +0.123 [{ci.low:.3f}, "
-            f"{ci.high:.3f}] | 3 (paired) | {found[0].observed.n} / {need} (for 0.01) | 2 |") in table
-    assert "| never (sign flips 1-2) |" in table and len(table.strip().splitlines()) == 2 + 4
+    assert (f"| patchsize | 70x70 scores above 1x1 on FCN class IoU | same direction, not resolved | +0.123 "
+            f"[{ci.low:.3f}, {ci.high:.3f}] | unbounded (alpha 0.0125; needs 4 seeds) | 3 (paired) | "
+            f"{found[0].observed.n} / {need} (for 0.01) | - |") in table
+    assert len(table.strip().splitlines()) == 2 + 4 + 2  # header, 4 claims, a blank line and the verdicts counted
+    assert table.strip().endswith("Verdicts: 0 reproduced, 0 reversed, 0 negligible, 4 not resolved of 4 claims.")
 
 
 def test_kendall_tau():
@@ -150,12 +163,12 @@ def test_dry_run_of_a_sweep_with_finished_runs(mlflow_uri, tiny_overrides, tmp_p
         "objective": {"metric": "eval/ssim"}, "scales": {"paper": {"set": tiny}}}))
     assert run_sweep(spec, SweepOptions(scale="paper", workers=1), dry_run=True) == 0
     out = capsys.readouterr().out.splitlines()
-    at = out.index("  findings so far on FCN class IoU (11 finished runs): Holm over 4 claims; seeds for 80% power "
-                   "at alpha 0.05/4 (observed difference, smallest effect 0.01)")
-    ci = paired("70x70", "1x1").confidence_interval(0.95)
-    assert out[at + 1].startswith(f"    70x70 vs 1x1: reproduced, +0.123 [{ci.low:.3f}, {ci.high:.3f}] (paired over 3 "
+    at = out.index("  findings so far on FCN class IoU (11 finished runs): 0 reproduced, 0 reversed, 0 negligible, "
+                   "4 not resolved of 4 claims; anytime-valid intervals at alpha 0.05/4 (negligible within +-0.01); "
+                   "seeds a fixed design needs for 80% power at alpha 0.05/4 (observed difference, smallest effect)")
+    assert out[at + 1].startswith("    70x70 vs 1x1: same direction, not resolved, +0.123 unbounded (paired over 3 "
                                   "seeds); seeds needed 3, 7")
-    assert "same direction, not significant" in out[at + 2] and out[at + 5].startswith("estimate: ")
+    assert "same direction, not resolved" in out[at + 2] and out[at + 5].startswith("estimate: ")
     from analysis.findings import plan_lines
 
     assert plan_lines(load_spec(spec), "cpu") == []  # no runs at that scale

@@ -1,4 +1,5 @@
-"""Findings' statistics: paired and Welch tests against scipy, Holm by hand, power, trends, provenance, summary."""
+"""Findings' statistics: paired and Welch tests against scipy, Holm by hand, power, verdicts from anytime-valid
+intervals (the intervals themselves: test_sequential.py), trends, the report's text, provenance, summary."""
 
 import json
 import math
@@ -12,10 +13,12 @@ import pytest
 from scipy import stats
 
 from analysis import paper
-from analysis.findings import Trend, judge_all, trend, verdict
+from analysis.findings import ALPHA, Trend, findings_lines, judge_all, open_cells, trend, verdict
 from analysis.load import SweepRuns
 from analysis.power import Needed, first_reaching, load_effect_sizes, paired_power, power_now, seeds_needed, welch_power
 from analysis.provenance import active_spans, reproduce_commands, split_set_tag, union_ms
+from analysis.report import ReportDoc
+from analysis.sequential import Sequence, half_width, min_seeds, sequence
 from analysis.stats import Difference, compare, holm, paired_difference, t_interval, welch_test
 from analysis.summary import summary
 from tests.helpers import ROOT
@@ -138,14 +141,27 @@ def d(mean, p, method="paired"):
     return Difference(method, mean, 0.01 if method != "none" else math.nan, p, 3, 3, 3)
 
 
-def test_verdicts_use_the_adjusted_p_and_the_claimed_direction():
-    assert verdict(d(0.05, 0.001), 0.04, +1) == "reproduced"
-    assert verdict(d(0.05, 0.001), 0.06, +1) == "same direction, not significant"
-    assert verdict(d(-0.05, 0.001), 0.01, +1) == "reversed"
-    assert verdict(d(-0.05, 0.001), 0.20, +1) == "other direction, not significant"
-    assert verdict(d(-0.05, 0.001), 0.01, -1) == "reproduced"  # LPIPS: lower is better
-    assert verdict(d(0.05, math.nan, "none"), math.nan, +1) == "same direction, no interval (one seed)"
-    assert verdict(Difference("none", math.nan, math.nan, math.nan, 0, 0, 1), math.nan, +1) == "missing"
+def iv(mean, half):
+    return Sequence(mean, half, 6, 0.05)
+
+
+def test_verdicts_read_the_anytime_valid_interval_and_the_claimed_direction():
+    # The fixed-n p (0.001 here) decides nothing: the interval of the confidence sequence does.
+    assert verdict(d(0.05, 0.001), iv(0.05, 0.04), +1, 0.01) == "reproduced"
+    assert verdict(d(0.05, 0.001), iv(0.05, 0.06), +1, 0.01) == "same direction, not resolved"
+    assert verdict(d(-0.05, 0.001), iv(-0.05, 0.04), +1, 0.01) == "reversed"
+    assert verdict(d(-0.05, 0.001), iv(-0.05, math.inf), +1, 0.01) == "other direction, not resolved"
+    assert verdict(d(-0.05, 0.001), iv(-0.05, 0.04), -1, 0.01) == "reproduced"  # LPIPS: lower is better
+    # Negligible: inside +-the smallest effect of interest, on either side of 0, even where it excludes 0.
+    assert verdict(d(0.002, 0.5), iv(0.002, 0.006), +1, 0.01) == "negligible"
+    assert verdict(d(0.005, 0.001), iv(0.005, 0.004), -1, 0.01) == "negligible"
+    assert verdict(d(0.005, 0.5), iv(0.005, 0.006), +1, 0.01) == "same direction, not resolved"  # reaches 0.011
+    assert verdict(d(0.002, 0.5), iv(0.002, 0.006), +1, math.nan) == "same direction, not resolved"  # no effect set
+    # Welch (unmatched seeds) has no anytime-valid interval: never resolved, whatever its p.
+    assert verdict(d(0.05, 1e-6, "welch"), iv(0.05, math.nan), +1, 0.01) == "same direction, not resolved"
+    assert verdict(d(0.05, math.nan, "none"), iv(0.05, math.nan), +1, 0.01) == "same direction, no interval (one seed)"
+    assert verdict(Difference("none", math.nan, math.nan, math.nan, 0, 0, 1), iv(math.nan, math.nan), +1,
+                   0.01) == "missing"
 
 
 def runs_of(name, cells, values, metric="eval/fcn_iou"):
@@ -156,20 +172,64 @@ def runs_of(name, cells, values, metric="eval/fcn_iou"):
     return SweepRuns(name, "cpu", None, list(cells), seeds, metric, "maximize", pd.DataFrame(rows))
 
 
-def test_tricks_claims_are_each_cell_against_none_holm_corrected():
-    values = {"none": {0: 0.10, 1: 0.12, 2: 0.11}, "label_flip": {0: 0.13, 1: 0.16, 2: 0.14},
-              "all": {0: 0.09, 1: 0.13, 2: 0.10}}
-    results = judge_all(runs_of("tricks", ["none", "label_flip", "all"], values), "eval/fcn_iou")
-    assert [(r.claim.better, r.claim.worse) for r in results] == [("label_flip", "none"), ("all", "none")]
-    flip = stats.ttest_rel([0.13, 0.16, 0.14], [0.10, 0.12, 0.11]).pvalue  # differences 0.03, 0.04, 0.03
-    other = stats.ttest_rel([0.09, 0.13, 0.10], [0.10, 0.12, 0.11]).pvalue  # -0.01, 0.01, -0.01
-    assert flip < other
-    assert [r.diff.p for r in results] == [pytest.approx(flip), pytest.approx(other)]
-    # Holm over K = 2: the smaller p x 2, the larger x 1 but not below the first
-    assert results[0].p_holm == pytest.approx(2 * flip) and results[1].p_holm == pytest.approx(max(2 * flip, other))
-    assert [r.verdict for r in results] == ["reproduced", "other direction, not significant"]
+NONE = [0.10, 0.12, 0.11, 0.13, 0.09, 0.12]
+GAINS = {"label_flip": [0.03, 0.04, 0.03, 0.035, 0.04, 0.03],  # clearly better
+         "all": [0.001, -0.001, 0.0, 0.002, -0.002, 0.001],  # no better, and by less than 0.01 for sure
+         "dropout": [0.02, -0.01, 0.03, -0.02, 0.01, 0.0]}  # cannot tell yet
+
+
+def tricks_runs():
+    values = {"none": dict(enumerate(NONE))}
+    values.update({cell: {s: NONE[s] + g for s, g in enumerate(gain)} for cell, gain in GAINS.items()})
+    return runs_of("tricks", ["none", *GAINS], values)
+
+
+def test_tricks_claims_are_each_cell_against_none_with_anytime_valid_verdicts():
+    results = judge_all(tricks_runs(), "eval/fcn_iou")
+    assert [(r.claim.better, r.claim.worse) for r in results] == [(c, "none") for c in GAINS]
+    # Described by the fixed-n test (scipy), Holm-corrected over the K = 3 claims ...
+    p = [stats.ttest_rel([NONE[s] + g for s, g in enumerate(GAINS[c])], NONE).pvalue for c in GAINS]
+    assert [r.diff.p for r in results] == [pytest.approx(x) for x in p]
+    assert [r.p_holm for r in results] == [pytest.approx(x) for x in holm(p)]
+    # ... judged by the confidence sequence of each mean difference at alpha / 3 (Bonferroni).
+    for r, cell in zip(results, GAINS):
+        gain = np.array([NONE[s] + g for s, g in enumerate(GAINS[cell])]) - np.array(NONE)
+        assert r.interval.alpha == pytest.approx(ALPHA / 3) and r.interval.n == 6
+        assert r.interval.half_width == pytest.approx(half_width(gain.std(ddof=1), 6, ALPHA / 3))
+        assert r.interval.low == pytest.approx(gain.mean() - r.interval.half_width)
+    assert [r.verdict for r in results] == ["reproduced", "negligible", "same direction, not resolved"]
+    assert [r.resolved for r in results] == [True, True, False]
+    assert open_cells(results) == {"dropout", "none"}  # what a driver adding seeds until resolved would run
+    assert open_cells(results[:2]) == set()
     assert results[0].text == "label_flip scores above none on FCN class IoU"
-    assert results[0].claims == 2 and results[0].record()["seeds_needed"]["alpha"] == 0.025
+    assert results[0].claims == 3 and results[0].record()["seeds_needed"]["alpha"] == pytest.approx(ALPHA / 3)
+    # The report's line: the verdict, the interval it read, the fixed-n test beside it.
+    iv0 = results[0].interval
+    assert results[0].line().startswith(
+        f"label_flip scores above none on FCN class IoU: **reproduced**, difference +0.034, anytime-valid "
+        f"[{iv0.low:.3f}, {iv0.high:.3f}] at alpha 0.05/3 (paired over 6 seeds; fixed-n 95% t-interval "
+        f"{results[0].diff.text(3)}, p = ")
+    assert "**negligible**" in results[1].line() and "excludes 0 too" not in results[1].line()
+    record = results[1].record()
+    assert record["verdict"] == "negligible" and record["resolved"] is True
+    assert record["anytime_valid"]["negligible_within"] == 0.01 and record["anytime_valid"]["bounded"] is True
+    assert -0.01 <= record["anytime_valid"]["low"] < 0 < record["anytime_valid"]["high"] <= 0.01
+    assert record["anytime_valid"]["e_value"] == pytest.approx(results[1].interval.e_value)
+    json.dumps(results[2].record(), allow_nan=False)  # nan and unbounded ends are null: strict JSON
+
+
+def test_too_few_seeds_for_the_family_leave_the_interval_unbounded():
+    # 3 seeds and 3 claims: at alpha 0.05/3 the confidence sequence needs 4 seeds, however clear the difference.
+    values = {"none": {0: 0.10, 1: 0.12, 2: 0.11}, "label_flip": {0: 0.13, 1: 0.16, 2: 0.14},
+              "all": {0: 0.09, 1: 0.13, 2: 0.10}, "dropout": {0: 0.2, 1: 0.2, 2: 0.2}}
+    results = judge_all(runs_of("tricks", ["none", "label_flip", "all", "dropout"], values), "eval/fcn_iou")
+    assert min_seeds(ALPHA / 3) == 4 and not results[0].interval.bounded
+    assert results[0].diff.p < 0.05  # the fixed-n test alone would have called it
+    assert [r.verdict for r in results] == ["same direction, not resolved", "other direction, not resolved",
+                                            "same direction, not resolved"]
+    assert "anytime-valid interval unbounded at alpha 0.05/3 (needs 4 common seeds)" in results[0].line()
+    assert results[0].record()["anytime_valid"]["low"] is None and open_cells(results) == {"none", "label_flip",
+                                                                                          "all", "dropout"}
 
 
 def test_a_claim_with_a_missing_cell_still_counts_in_the_family():
@@ -188,19 +248,26 @@ def history(rows):
 
 def test_trend_holds_from_the_epoch_after_which_every_interval_excludes_0():
     rows = []
-    worse = {0: 0.10, 1: 0.12, 2: 0.11}
-    gains = {1: [0.04, -0.02, 0.02], 2: [0.10, 0.11, 0.10], 3: [0.12, 0.13, 0.12]}  # per seed, per epoch
+    worse = [0.10, 0.12, 0.11, 0.13, 0.09, 0.12]
+    gains = {1: [0.04, -0.02, 0.02, 0.0, 0.03, -0.01], 2: [0.10, 0.11, 0.10, 0.09, 0.12, 0.10],
+             3: [0.12, 0.13, 0.12, 0.11, 0.12, 0.14]}  # per seed, per epoch
     for epoch, gain in gains.items():
         for seed, g in enumerate(gain):
             rows += [("a", seed, epoch, worse[seed] + g), ("b", seed, epoch, worse[seed])]
-    rows.append(("a", 3, 3, 0.5))  # a seed only one cell has: not part of the pairing
-    t = trend(history(rows), "a", "b", +1)
-    assert t.epochs == (1, 2, 3) and t.ns == (3, 3, 3)
-    low, high = stats.t.interval(0.95, 2, loc=np.mean(gains[1]), scale=stats.sem(gains[1]))
-    assert (t.lows[0], t.highs[0]) == (pytest.approx(low), pytest.approx(high)) and low < 0 < high
+    rows.append(("a", 6, 3, 0.5))  # a seed only one cell has: not part of the pairing
+    t = trend(history(rows), "a", "b", +1, 0.05)
+    assert t.epochs == (1, 2, 3) and t.ns == (6, 6, 6)
+    # Each epoch's interval: the confidence sequence at 0.05 / 3 epochs, valid across the epochs and the seeds.
+    assert t.epoch_alpha == pytest.approx(0.05 / 3)
+    expect = sequence(np.mean(gains[1]), np.std(gains[1], ddof=1), 6, 0.05 / 3)
+    assert (t.lows[0], t.highs[0]) == (pytest.approx(expect.low), pytest.approx(expect.high)) and expect.low < 0
     assert t.holds_from == 2 and t.text() == "holds from epoch 2 of 3"
     # The same numbers as a 'lower is better' claim: reversed from epoch 2.
-    assert trend(history(rows), "a", "b", -1).text() == "reversed from epoch 2 of 3"
+    assert trend(history(rows), "a", "b", -1, 0.05).text() == "reversed from epoch 2 of 3"
+    # Three of the seeds: too few for intervals valid across 3 epochs at 0.05 / 3 each; it says so.
+    three = [r for r in rows if r[1] < 3]
+    assert trend(history(three), "a", "b", +1, 0.05).text() == (
+        "over training: cannot tell (3 seeds are too few for intervals valid across 3 epochs; 4 would do)")
 
 
 def test_trend_names_sign_flips_and_never():
@@ -242,23 +309,84 @@ def test_reproduce_commands():
 
 
 def test_summary_table_over_findings_files(tmp_path):
+    anytime = {"low": 0.071, "high": 0.176, "alpha": 0.0125, "bounded": True, "e_value": 310.0, "min_seeds": 4,
+               "negligible_within": 0.01}
     claim = {"claim": "70x70 scores above 1x1 on FCN class IoU", "metric": "eval/fcn_iou", "method": "paired",
-             "seeds": 3, "seeds_better": 3, "seeds_worse": 3, "mean_difference": 0.1233, "low": 0.109, "high": 0.138,
-             "verdict": "reproduced", "holds_from_epoch": 2, "over_training": "holds from epoch 2 of 3",
+             "seeds": 6, "seeds_better": 6, "seeds_worse": 6, "mean_difference": 0.1233, "low": 0.109, "high": 0.138,
+             "verdict": "reproduced", "anytime_valid": anytime, "holds_from_epoch": 2,
+             "over_training": "holds from epoch 2 of 3",
              "seeds_needed": {"observed": 3, "smallest_effect": 7, "smallest_effect_size": 0.01}}
+    small = {**claim, "claim": "16x16 scores above 70x70 on FCN class IoU", "mean_difference": 0.0004, "low": -0.002,
+             "high": 0.003, "verdict": "negligible", "anytime_valid": {**anytime, "low": -0.006, "high": 0.007}}
+    few = {**claim, "claim": "16x16 scores above 1x1 on FCN class IoU", "seeds": 3, "verdict": "same direction, "
+           "not resolved", "anytime_valid": {**anytime, "low": None, "high": None, "bounded": False}}
     never = {**claim, "claim": "x scores above y on LPIPS", "metric": "eval/lpips", "method": "welch",
              "seeds_better": 2, "seeds_worse": 3, "holds_from_epoch": None, "sign_flips": [[2, 4]],
-             "over_training": "never holds: the sign flips between epochs 2 and 4", "verdict": "not reproduced",
-             "seeds_needed": {"observed": ">1000", "smallest_effect": "n/a", "smallest_effect_size": 0.01}}
+             "over_training": "never holds: the sign flips between epochs 2 and 4", "verdict": "other direction, "
+             "not resolved", "seeds_needed": {"observed": ">1000", "smallest_effect": "n/a", "smallest_effect_size": 0.01}}
+    older = {key: value for key, value in claim.items() if key != "anytime_valid"}  # a findings.json from before
     (tmp_path / "patchsize").mkdir()
-    (tmp_path / "patchsize" / "findings.json").write_text(json.dumps({"sweep": "patchsize", "claims": [claim, never]}))
+    (tmp_path / "patchsize" / "findings.json").write_text(json.dumps({"sweep": "patchsize",
+                                                                      "claims": [claim, small, few, never, older]}))
     lines = summary(tmp_path).splitlines()
-    assert lines[0] == ("| sweep | claim | verdict | difference [95%] | seeds | seeds for 80% power | "
-                        "holds from epoch |")
+    assert lines[0] == ("| sweep | claim | verdict | difference [fixed-n 95%] | anytime-valid interval | seeds | "
+                        "seeds for 80% power | holds from epoch |")
     assert lines[2] == ("| patchsize | 70x70 scores above 1x1 on FCN class IoU | reproduced | +0.123 [0.109, 0.138] | "
-                        "3 (paired) | 3 / 7 (for 0.01) | 2 |")
-    assert lines[3].endswith("| 2 vs 3 (Welch) | >1000 / n/a (for 0.01) | never (sign flips 2-4) |")
+                        "[0.071, 0.176] (alpha 0.0125) | 6 (paired) | 3 / 7 (for 0.01) | 2 |")
+    assert lines[3].startswith("| patchsize | 16x16 scores above 70x70 on FCN class IoU | negligible | +0.000 "
+                               "[-0.002, 0.003] | [-0.006, 0.007] (alpha 0.0125) |")
+    assert "| unbounded (alpha 0.0125; needs 4 seeds) | 3 (paired) |" in lines[4]
+    assert lines[5].endswith("| - | 2 vs 3 (Welch) | >1000 / n/a (for 0.01) | never (sign flips 2-4) |")
+    assert lines[6].startswith("| patchsize | 70x70 scores above 1x1 on FCN class IoU | reproduced | +0.123 "
+                               "[0.109, 0.138] | - |")
+    assert lines[7:] == ["", "Verdicts: 2 reproduced, 0 reversed, 1 negligible, 2 not resolved of 5 claims."]
+    # The command itself prints the same.
+    proc = subprocess.run([sys.executable, "-m", "analysis.summary", str(tmp_path)], capture_output=True, text=True,
+                          cwd=ROOT)
+    assert proc.returncode == 0 and proc.stdout.splitlines() == lines
     proc = subprocess.run([sys.executable, "-m", "analysis.summary", str(tmp_path / "nothing")], capture_output=True,
                           text=True, cwd=ROOT)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert proc.stderr.startswith("p2p: error: ") and "no */findings.json" in proc.stderr
+
+
+class NoProvenance:
+    """Where a report built without MLflow comes from: nowhere worth a line."""
+
+    def lines(self) -> list[str]:
+        return []
+
+    def record(self) -> dict:
+        return {}
+
+
+def test_report_findings_json_summary_and_dry_run_carry_the_new_verdicts(tmp_path):
+    runs = tricks_runs()
+    found = judge_all(runs, "eval/fcn_iou")
+    doc = ReportDoc(runs, "eval/fcn_iou", pd.DataFrame({"cell": runs.cells}), None, [], found, [], [], {},
+                    NoProvenance(), written="2026-01-07 10:00")
+    md = doc.markdown()
+    # The header names the method, its references, the multiplicity correction and what negligible means.
+    assert ("Differences between cells: the per-seed differences over the 6 common seeds of the two cells, judged by "
+            "a t-mixture confidence sequence (Lai 1976; Wang & Ramdas 2024), prior precision c = 0.1. The verdicts read "
+            "its intervals, which are anytime-valid (a confidence sequence: Howard, Ramdas, McAuliffe & Sekhon 2021)") in md
+    assert "Multiplicity: Bonferroni over the 3 claims of this sweep, each interval at alpha = 0.05/3 = 0.01667" in md
+    assert "negligible = it lies within +-0.01 (FCN class IoU's smallest effect of interest, `p2p/contract.py`)" in md
+    assert "Verdicts: 1 reproduced, 0 reversed, 1 negligible, 1 not resolved of 3 claims." in md
+    assert "- all scores above none on FCN class IoU: **negligible**, difference +0.000, anytime-valid [" in md
+    assert "<b>negligible</b>" in doc.html()
+    record = doc.record()
+    assert (record["correction"], record["claim_alpha"]) == ("bonferroni", pytest.approx(ALPHA / 3))
+    assert record["verdicts"] == "1 reproduced, 0 reversed, 1 negligible, 1 not resolved of 3 claims"
+    assert [c["verdict"] for c in record["claims"]] == ["reproduced", "negligible", "same direction, not resolved"]
+    (tmp_path / "tricks").mkdir()
+    (tmp_path / "tricks" / "findings.json").write_text(json.dumps(record, allow_nan=False))
+    table = summary(tmp_path).splitlines()
+    assert "| tricks | all scores above none on FCN class IoU | negligible |" in table[3]
+    assert table[-1] == "Verdicts: 1 reproduced, 0 reversed, 1 negligible, 1 not resolved of 3 claims."
+    # `p2p sweep --dry-run`'s lines: counted, then one per claim.
+    lines = findings_lines(found, "eval/fcn_iou", 24)
+    assert lines[0].startswith("  findings so far on FCN class IoU (24 finished runs): 1 reproduced, 0 reversed, "
+                               "1 negligible, 1 not resolved of 3 claims; anytime-valid intervals at alpha 0.05/3")
+    assert lines[2].startswith(f"    all vs none: negligible, +0.000 {found[1].interval.text(3)} (paired over 6 seeds); "
+                               "seeds needed ")
