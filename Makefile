@@ -18,11 +18,17 @@ endif
 # beyond Python's: PostgreSQL (the many-machines sweep test) and Chromium with its driver (the MLflow
 # UI browser test). Missing ones are installed with apt-get when run as root; otherwise the exact
 # command is printed and setup stops with exit status 2. `SYSTEM_PACKAGES=` skips them.
+# Python 3.11 to 3.13 (requires-python, one lock for all; CI runs the whole suite on 3.11): uv takes an
+# installed interpreter that fits, the .venv's own if it has one (never a download). PYTHON=3.13 or
+# PYTHON=/path/to/python3.13 picks one, and a .venv of another Python is then replaced (uv finds pyenv's
+# versions other than the active one only by path). UV_PROJECT_ENVIRONMENT=DIR PY=DIR/bin/python puts
+# the venv elsewhere (.ci/run: .venv-3.13).
 SYSTEM_PACKAGES ?= postgresql chromium chromium-driver
+PYTHON ?=
 
 setup:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	$(UV) sync --frozen --compile-bytecode
+	$(UV) sync --frozen --compile-bytecode $(if $(PYTHON),--python $(PYTHON))
 	@$(PY) -c "import p2p, torch; print('p2p ready: torch', torch.__version__)"
 	@$(MAKE) --no-print-directory system-packages
 
