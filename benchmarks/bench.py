@@ -66,10 +66,11 @@ VARIANTS = {
 def measure_iteration(setting: Setting, variant: str, device_name: str, max_iters: int, budget_s: float) -> dict:
     import torch
 
-    from p2p import losses, runtime, streams
+    from p2p import runtime
     from p2p.config import load_config
     from p2p.models import create_discriminator, create_generator
-    from p2p.trainer import discriminator_step, generator_step, make_optimizer, set_requires_grad
+    from p2p.step import set_requires_grad
+    from p2p.trainer import TrainingState
 
     v = VARIANTS[variant]
     device = torch.device(device_name)
@@ -83,16 +84,11 @@ def measure_iteration(setting: Setting, variant: str, device_name: str, max_iter
     x = torch.rand(1, 3, setting.crop, setting.crop, device=device).mul(2).sub(1).to(memory_format=fmt)
     y = torch.rand(1, 3, setting.crop, setting.crop, device=device).mul(2).sub(1).to(memory_format=fmt)
 
-    if v["tuned"]:
-        G_run, D_run = runtime.compile_module(G, cfg.runtime, device), runtime.compile_module(D, cfg.runtime, device)
-        opt_G, opt_D = make_optimizer(G, cfg, device), make_optimizer(D, cfg, device)
-        pool, rng = losses.ImagePool(0), streams.TrickStreams(0)
+    if v["tuned"]:  # p2p's own step, as the trainer runs it (p2p.step.train_step)
+        state = TrainingState(cfg, device, with_data=False)
 
         def step():
-            with runtime.autocast(device, cfg.runtime.precision):
-                fake = G_run(x)
-            discriminator_step(D_run, opt_D, x, y, fake.detach(), pool, 0.0, rng, cfg, device)
-            generator_step(G_run, D_run, opt_G, x, y, fake, cfg, device)
+            state.stepper(x, y, 0.0)
     else:
         opt_G = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
         opt_D = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))

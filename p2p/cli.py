@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "present, else cpu)")
     p.add_argument("--workers", type=int, default=0, metavar="N",
                    help="worker processes on this machine (default: one per GPU, else one per CPU core)")
+    p.add_argument("--pack", default="auto", metavar="K",
+                   help="trials each worker process trains together, each exactly as alone (default auto: 1 on the "
+                        "CPU, where packing does not pay, and on CUDA until packing is verified on a GPU)")
     p.add_argument("--storage", default=None, metavar="URL",
                    help="Optuna storage shared by all workers (default: $P2P_SWEEP_STORAGE, else sqlite:///optuna.db; "
                         "postgresql://... for many machines)")
@@ -214,16 +217,20 @@ def cmd_score(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     if args.heartbeat < 1:
         raise UserError(f"--heartbeat {args.heartbeat}: expected seconds >= 1")
+    pack = 0 if args.pack == "auto" else int(args.pack) if args.pack.isdigit() and int(args.pack) >= 1 else None
+    if pack is None:
+        raise UserError(f"--pack {args.pack}: expected a count of trials >= 1, or auto")
     if args.worker:
         from p2p.sweep.worker import worker_main
 
         return worker_main(args.spec, args.scale, args.storage, args.overrides, args.name, args.heartbeat, args.threads,
-                           not args.no_progress)
+                           not args.no_progress, max(1, pack))
     from p2p.sweep.driver import SweepOptions, run_sweep
 
     if args.workers < 0:
         raise UserError(f"--workers {args.workers}: expected a count >= 1 (or 0 for one per GPU or CPU core)")
-    options = SweepOptions(scale=args.scale, workers=args.workers, storage=args.storage, overrides=tuple(args.overrides),
+    options = SweepOptions(scale=args.scale, workers=args.workers, pack=pack, storage=args.storage,
+                           overrides=tuple(args.overrides),
                            name=args.name, retry_failed=args.retry_failed, heartbeat_s=args.heartbeat,
                            progress=not args.no_progress)
     return run_sweep(args.spec, options, dry_run=args.dry_run)

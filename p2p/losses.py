@@ -36,14 +36,15 @@ def real_targets(shape: torch.Size, smoothing: tuple[float, float] | None, gener
     if smoothing is None:
         return torch.ones(shape, device=device)
     low, high = smoothing
-    return (low + (high - low) * torch.rand(shape, generator=generator)).to(device)
+    return (low + (high - low) * torch.rand(shape, generator=generator, device=generator.device)).to(device)
 
 
-def flip_labels(flip_prob: float, generator: torch.Generator) -> bool:
-    """Whether this D step swaps real and fake targets."""
+def flip_labels(flip_prob: float, generator: torch.Generator) -> torch.Tensor | bool:
+    """Whether this D step swaps real and fake targets: a boolean tensor on the generator's device (no host
+    sync, so a CUDA graph can hold the draw), or False when flipping is off (nothing drawn)."""
     if flip_prob <= 0.0:
         return False
-    return bool(torch.rand((), generator=generator) < flip_prob)
+    return torch.rand((), generator=generator, device=generator.device) < flip_prob
 
 
 def instance_noise_std(initial: float, progress_epochs: float, decay_epochs: float) -> float:
@@ -53,19 +54,26 @@ def instance_noise_std(initial: float, progress_epochs: float, decay_epochs: flo
     return initial * max(0.0, 1.0 - progress_epochs / decay_epochs)
 
 
-def add_instance_noise(images: torch.Tensor, std: float, generator: torch.Generator) -> torch.Tensor:
-    if std <= 0.0:
+def add_instance_noise(images: torch.Tensor, std: float | torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """`images` plus Gaussian noise of `std`: a number (0: nothing drawn) or a tensor on the device (always drawn:
+    a CUDA graph's step reads this step's std from it)."""
+    if not torch.is_tensor(std) and std <= 0.0:
         return images
-    noise = torch.randn(images.shape, generator=generator, dtype=images.dtype)
+    noise = torch.randn(images.shape, generator=generator, dtype=images.dtype, device=generator.device)
     return images + std * noise.to(images.device)
 
 
 def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor, kind: str,
-                       real_target: torch.Tensor, flipped: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(loss on real, loss on fake). With `flipped`, real samples get fake targets and vice versa."""
+                       real_target: torch.Tensor, flipped: torch.Tensor | bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss on real, loss on fake). Where `flipped` (a boolean, or a boolean tensor: chosen on the device),
+    real samples get fake targets and vice versa."""
     fake_target = torch.zeros_like(fake_logits)
-    if flipped:
-        return gan_loss(real_logits, fake_target, kind), gan_loss(fake_logits, real_target, kind)
+    if torch.is_tensor(flipped):
+        real_target = real_target.expand_as(real_logits)
+        real_target, fake_target = torch.where(flipped, fake_target, real_target), torch.where(flipped, real_target,
+                                                                                               fake_target)
+    elif flipped:
+        real_target, fake_target = fake_target, real_target
     return gan_loss(real_logits, real_target, kind), gan_loss(fake_logits, fake_target, kind)
 
 

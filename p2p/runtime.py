@@ -67,10 +67,12 @@ def machine() -> str:
 
 
 def compile_module(net: torch.nn.Module, cfg: RuntimeConfig, device: torch.device) -> torch.nn.Module:
-    """torch.compile when asked: CUDA graphs on GPUs (batch-1 steps are launch-bound), inductor on CPUs."""
+    """torch.compile when asked, in inductor's default mode on every device: fused kernels, no CUDA graphs of its
+    own. Its "reduce-overhead" mode graphs each network apart and hands out outputs that its next replay
+    overwrites (G's output is read after D ran twice: a crash); the whole step is one graph instead (p2p.step)."""
     if not cfg.compile:
         return net
-    return torch.compile(net, mode="reduce-overhead" if device.type == "cuda" else None)
+    return torch.compile(net)
 
 
 def tune_malloc() -> bool:
@@ -149,3 +151,15 @@ def set_rng_state(state: dict) -> None:
                          n["cached_gaussian"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def global_rng_state(device: torch.device) -> torch.Tensor:
+    """The state of torch's global generator for `device` (the CPU's, or the current CUDA device's)."""
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+
+
+def set_global_rng_state(device: torch.device, state: torch.Tensor) -> None:
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state, device)
+    else:
+        torch.set_rng_state(state)

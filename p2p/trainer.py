@@ -1,37 +1,38 @@
 """The training loop: one D step then one G step per batch, top to bottom.
 
-Read `train()` first: it is the whole run. `TrainingState` holds everything the next epoch
-depends on (networks, optimisers, schedules, image pool, data order, random streams, the epoch
-reached); its `state_dict()` is the checkpoint written after every epoch, and `load_state_dict()`
-is how a run resumes, or completes when its process died after the last epoch was saved.
+Read `train()` first: it is one run, and `train_together()` the loop itself, which also trains several
+runs in one process, a step of each in turn (packed trials: `p2p sweep --pack`), each exactly as it
+would train alone. `TrainingState` holds everything the next epoch depends on (networks, optimisers,
+schedules, image pool, data order, random streams, the epoch reached); its `state_dict()` is the
+checkpoint written after every epoch, and `load_state_dict()` is how a run resumes, or completes when
+its process died after the last epoch was saved. The step itself is `p2p.step.train_step`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import sys
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Generator, Iterator
 
 import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from p2p import checkpoint, contract, data, losses, runtime, signals, streams
+from p2p import checkpoint, contract, data, losses, runtime, signals, step, streams
 from p2p.config import RunConfig, dump_yaml, flatten, to_dict
-from p2p.contract import D_FAKE, D_REAL, G_GAN, G_L1, Tag
+from p2p.contract import D_FAKE, D_REAL, G_L1, Tag
 from p2p.errors import UserError
 from p2p.models import create_discriminator, create_generator
+from p2p.models.layers import set_dropout_generator
 from p2p.names import inside
+from p2p.step import LossSums, TrainingFault
 from p2p.tracker import FINISHED, RUNNING, NullTracker, Tracker, TrackingError
 
-
-class TrainingFault(RuntimeError):
-    """The run could not go on (a non-finite loss); its last good checkpoint is kept."""
+__all__ = ["train", "train_together", "RunRequest", "TrainResult", "TrainingState", "TrainingFault", "StopTraining"]
 
 
 class StopTraining(Exception):
@@ -50,65 +51,183 @@ class TrainResult:
     scores: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass
+class RunRequest:
+    """One run to train: its config, where it is recorded (a NullTracker when None) and saved, and how."""
+
+    cfg: RunConfig
+    tracker: Tracker | None = None
+    run_dir: Path | None = None  # holds the checkpoint; None: runtime.out_dir/name/<run id>
+    resume: bool = False  # continue the checkpoint in run_dir (the same tracked run, the same streams)
+    experiment: str | None = None
+    tags: dict[str, str] | None = None
+    parent_run_id: str | None = None
+    on_epoch: Callable[[int, dict[str, float]], None] | None = None
+    run_name: str | None = None
+
+
 def lr_factor(epoch: int, epochs: int, decay_epochs: int) -> float:
     """Constant for `epochs`, then linear decay towards 0 over `decay_epochs` (the reference's rule)."""
     return 1.0 - max(0, epoch + 1 - epochs) / float(decay_epochs + 1)
+
+
+def total_epochs(cfg: RunConfig) -> int:
+    """Epochs at the constant rate plus epochs of decay: how long a run of this config trains."""
+    return cfg.optim.epochs + cfg.optim.decay_epochs
 
 
 def train(cfg: RunConfig, *, tracker: Tracker | None = None, run_dir: Path | None = None, resume: bool = False,
           experiment: str | None = None, tags: dict[str, str] | None = None, parent_run_id: str | None = None,
           progress: bool = True, on_epoch: Callable[[int, dict[str, float]], None] | None = None,
           run_name: str | None = None) -> TrainResult:
-    """Train, resume or complete one run, recorded through `tracker` (default: a NullTracker, nowhere).
+    """Train, resume or complete one run (see `RunRequest`); what stopped it is raised."""
+    (outcome,) = train_together([RunRequest(cfg, tracker, run_dir, resume, experiment, tags, parent_run_id, on_epoch,
+                                            run_name)], progress=progress)
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome
 
-    `run_dir` holds the checkpoint; with `resume`, a checkpoint there is continued (the same tracked
-    run, the same random streams), else a fresh run starts.
+
+def train_together(requests: list[RunRequest], *, progress: bool = True) -> list[TrainResult | Exception]:
+    """Train the requested runs in this process, a step of each in turn, and return how each ended: its
+    result, or what stopped it (a non-finite loss, an early stop, a fault), recorded on its tracked run.
+
+    Each run trains exactly as it would alone: its own state, random streams, optimisers, checkpoint
+    and tracked run; on CUDA each runs on a stream of its own, so the GPU overlaps them. One that fails
+    ends alone; a stop signal (SIGINT/SIGTERM) marks every unfinished one KILLED, all resumable.
+    The runs share `runtime.*` settings (threads, determinism): the first request's are applied.
     """
-    tracker = tracker if tracker is not None else NullTracker()
-    device = runtime.configure(cfg.runtime, cfg.seed)
-    saved = resumable_checkpoint(cfg, run_dir) if resume and run_dir is not None else None
-    state = TrainingState(cfg, device, with_data=saved is None or not saved["finished"], progress=progress)
-    if saved is not None:
-        state.load_state_dict(saved)
-    trained = False
-    with recording_the_end(tracker, state) as where:  # a stop or a fault marks the run KILLED or FAILED, with why
+    device = runtime.configure(requests[0].cfg.runtime, requests[0].cfg.seed)
+    runs = [Run(request, device, progress, own_stream=len(requests) > 1) for request in requests]
+    try:
+        for run in runs:
+            with run.guard():
+                run.start()
+        started = [run for run in runs if run.live]
+        with tqdm(total=sum(r.state.total_epochs * r.state.images for r in started),
+                  initial=sum(r.state.epoch * r.state.images for r in started), unit="img",
+                  desc=" + ".join(r.state.cfg.name for r in started[:3]) or "train", disable=not progress,
+                  dynamic_ncols=True, smoothing=0.1) as bar:
+            while training := [run for run in runs if run.training]:
+                epochs = {run: run.epoch(bar) for run in training}  # each: a step per next(), then its epoch's end
+                while epochs:
+                    for run, steps in list(epochs.items()):
+                        with run.guard(), run.on_its_stream():
+                            if next(steps, _EPOCH_DONE) is _EPOCH_DONE:  # scored, saved and logged too
+                                del epochs[run]
+                        if not run.live:
+                            epochs.pop(run, None)
+        for run in runs:
+            with run.guard(), run.on_its_stream():
+                run.finish()
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGINT/SIGTERM through p2p.signals: every open run KILLED
+        for run in runs:
+            if run.live:
+                _end_run(run.tracker, "kill", signals.reason(stop))
+        raise
+    return [run.outcome for run in runs]
+
+
+_EPOCH_DONE = object()  # what next() gives once a run's epoch generator is exhausted
+
+
+class Run:
+    """One run inside `train_together`: its request, state and folder, and how it ended (`outcome`)."""
+
+    def __init__(self, request: RunRequest, device: torch.device, progress: bool, own_stream: bool):
+        self.request, self.device, self.progress = request, device, progress
+        self.tracker = request.tracker if request.tracker is not None else NullTracker()
+        self.run_dir = request.run_dir
+        self.state: TrainingState | None = None
+        self.outcome: TrainResult | Exception | None = None
+        self.trained, self.was = False, RUNNING
+        self.stream = torch.cuda.Stream(device) if own_stream and device.type == "cuda" else None
+
+    @property
+    def live(self) -> bool:
+        return self.outcome is None
+
+    @property
+    def training(self) -> bool:
+        return self.live and self.state.epoch < self.state.total_epochs
+
+    def on_its_stream(self) -> contextlib.AbstractContextManager:
+        return torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
+
+    def start(self) -> None:
+        """Build the state (from the checkpoint when resuming), then start or resume the tracked run."""
+        cfg, request, tracker = self.request.cfg, self.request, self.tracker
+        saved = resumable_checkpoint(cfg, request.run_dir) if request.resume and request.run_dir is not None else None
+        self.state = state = TrainingState(cfg, self.device, with_data=saved is None or not saved["finished"],
+                                           progress=self.progress)
+        if saved is not None:
+            state.load_state_dict(saved)
         if saved is None:
-            tracker.start(experiment or cfg.experiment, run_name or cfg.name, params=flatten(to_dict(cfg)),
-                          tags={Tag.SCALE: contract.CUSTOM_SCALE, Tag.MACHINE: runtime.machine(), **(tags or {})},
-                          parent_run_id=parent_run_id)
+            tracker.start(request.experiment or cfg.experiment, request.run_name or cfg.name,
+                          params=flatten(to_dict(cfg)),
+                          tags={Tag.SCALE: contract.CUSTOM_SCALE, Tag.MACHINE: runtime.machine(), **(request.tags or {})},
+                          parent_run_id=request.parent_run_id)
             tracker.log_text(dump_yaml(cfg), contract.CONFIG_ARTIFACT)
-            was = RUNNING
         else:  # the run the checkpoint belongs to, and the epoch its stop may have left unlogged
-            was = tracker.resume(saved["run_id"])
-            if was != FINISHED:
+            self.was = tracker.resume(saved["run_id"])
+            if self.was != FINISHED:
                 log_unlogged_epoch(tracker, saved)
         state.run_id = tracker.run_id
-        run_dir = where.run_dir = run_dir or inside(cfg.runtime.out_dir, Path(cfg.runtime.out_dir) / cfg.name / tracker.run_id,
-                                                    "name")
-        run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir = self.run_dir or inside(cfg.runtime.out_dir, Path(cfg.runtime.out_dir) / cfg.name / tracker.run_id, "name")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.stream is not None:  # the stream starts after the weights were built and loaded on the default one
+            self.stream.wait_stream(torch.cuda.current_stream(self.device))
 
-        with tqdm(total=state.total_epochs * state.images, initial=state.epoch * state.images, unit="img",
-                  desc=cfg.name, disable=not progress, dynamic_ncols=True, smoothing=0.1) as bar:
-            while state.epoch < state.total_epochs:
-                metrics = train_epoch(state, bar)
-                if state.scoring_due():
-                    started = time.perf_counter()
-                    metrics |= score(state, tracker, run_dir) | {contract.EVAL_S: time.perf_counter() - started}
-                # The checkpoint first, with the metrics: an epoch whose metrics could not be logged (a stop, a
-                # store that went down) is logged when the run resumes.
-                state.save(run_dir, metrics)
-                tracker.log_metrics(metrics, step=state.epoch)
-                if on_epoch is not None:
-                    with signals.held():  # a sweep's callback writes to its storage: not to be cut in half
-                        on_epoch(state.epoch, metrics)
-                trained = True
+    def epoch(self, bar: tqdm) -> Iterator[None]:
+        """One epoch, a training step per `next()`; then its scores, its checkpoint and its metrics."""
+        state = self.state
+        metrics = yield from train_epoch(state, bar)
+        if state.scoring_due():
+            started = time.perf_counter()
+            metrics |= score(state, self.tracker, self.run_dir) | {contract.EVAL_S: time.perf_counter() - started}
+        # The checkpoint first, with the metrics: an epoch whose metrics could not be logged (a stop, a
+        # store that went down) is logged when the run resumes.
+        state.save(self.run_dir, metrics)
+        self.tracker.log_metrics(metrics, step=state.epoch)
+        if self.request.on_epoch is not None:
+            with signals.held():  # a sweep's callback writes to its storage: not to be cut in half
+                self.request.on_epoch(state.epoch, metrics)
+        self.trained = True
 
-        if trained or not (run_dir / contract.GENERATOR_FILE).is_file():
-            export_generator(run_dir, cfg, state.G)
-            tracker.log_artifact(run_dir / contract.GENERATOR_FILE)
-        if was != FINISHED:
-            tracker.finish()
-    return TrainResult(tracker.run_id, run_dir, state.epoch, state.scores())
+    def finish(self) -> None:
+        """The generator exported (unless a finished run's is already there), the tracked run finished."""
+        if not self.live:
+            return
+        if self.trained or not (self.run_dir / contract.GENERATOR_FILE).is_file():
+            export_generator(self.run_dir, self.state.cfg, self.state.G)
+            self.tracker.log_artifact(self.run_dir / contract.GENERATOR_FILE)
+        if self.was != FINISHED:
+            self.tracker.finish()
+        self.outcome = TrainResult(self.tracker.run_id, self.run_dir, self.state.epoch, self.state.scores())
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """What stops this run ends it alone, marked so with the reason (KILLED: an early stop; FAILED: a fault),
+        and becomes its outcome; a store that went down is left as it is, and the outcome says which checkpoint
+        is kept. A stop signal is marked on this run and goes on up: it stops every run."""
+        try:
+            yield
+        except StopTraining as stop:
+            _end_run(self.tracker, "kill", stop.reason)
+            self.outcome = stop
+        except KeyboardInterrupt as stop:
+            _end_run(self.tracker, "kill", signals.reason(stop))
+            self.outcome = RuntimeError("stopped")
+            raise
+        except TrackingError as exc:  # nothing more can be recorded there; the checkpoint is kept
+            saved = self.state.saved_epoch if self.state is not None else 0
+            self.outcome = TrackingError(f"{exc}; {kept(self.run_dir, saved, 'once the store answers')}")
+        except (TrainingFault, UserError) as fault:
+            _end_run(self.tracker, "fail", str(fault))
+            self.outcome = fault
+        except Exception as exc:
+            _end_run(self.tracker, "fail", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
+            self.outcome = exc
 
 
 # ---------------------------------------------------------------- the state of a run
@@ -124,7 +243,8 @@ class TrainingState:
         # Data: decoded once; shuffling and jitter, and each trick, draw from their own stream.
         self.loader = data.load_train(cfg.data, cfg.optim.batch_size, seed=streams.stream_seed(cfg.seed, streams.DATA),
                                       progress=progress) if with_data else None
-        self.tricks = streams.TrickStreams(cfg.seed)
+        self.tricks = streams.TrickStreams(cfg.seed, device)
+        self.graphed = step.use_cuda_graph(cfg, device)  # the step as one CUDA graph (p2p.step)
         # Models, optimisers, schedules; `*_run` is what runs (compiled or not), the module holds the weights.
         fmt = torch.channels_last if cfg.runtime.channels_last else torch.contiguous_format
         self.G = create_generator(cfg).to(device, memory_format=fmt)
@@ -132,13 +252,16 @@ class TrainingState:
         self.G_run = runtime.compile_module(self.G, cfg.runtime, device)
         self.D_run = runtime.compile_module(self.D, cfg.runtime, device) if self.D is not None else None
         factor = lambda e: lr_factor(e, cfg.optim.epochs, cfg.optim.decay_epochs)  # noqa: E731
-        self.opt_G = make_optimizer(self.G, cfg, device)
+        self.opt_G = make_optimizer(self.G, cfg, device, capturable=self.graphed)
         self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, factor)
-        self.opt_D = make_optimizer(self.D, cfg, device) if self.D is not None else None
+        self.opt_D = make_optimizer(self.D, cfg, device, capturable=self.graphed) if self.D is not None else None
         self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, factor) if self.opt_D is not None else None
         self.pool = losses.ImagePool(cfg.tricks.image_pool)
-        torch.manual_seed(streams.stream_seed(cfg.seed, streams.DROPOUT))  # the global generator: G's dropout only
-        self.total_epochs = cfg.optim.epochs + cfg.optim.decay_epochs
+        self.dropout = streams.generator(cfg.seed, streams.DROPOUT, device)  # G's dropout masks, a stream of its own
+        set_dropout_generator(self.G, self.dropout)
+        self.sums = LossSums(self.losses, device)
+        self.stepper = step.make_stepper(self)
+        self.total_epochs = total_epochs(cfg)
         self.epoch = self.saved_epoch = 0  # epochs done; the newest one on disk (what a stop leaves to resume from)
         self.run_id: str | None = None
         self.metrics: dict[str, float] = {}  # the last epoch's
@@ -151,6 +274,10 @@ class TrainingState:
     def losses(self) -> tuple[contract.Loss, ...]:
         """The losses this run logs: D's (and G's adversarial one) only where there is a D."""
         return tuple(loss for loss in contract.LOSSES if self.D is not None or not loss.needs_discriminator)
+
+    def device_generators(self) -> tuple[torch.Generator, ...]:
+        """The generators a step draws from on the device: G's dropout and the tricks' (a CUDA graph registers them)."""
+        return (self.dropout, *self.tricks.on_device())
 
     def scoring_due(self) -> bool:
         every, done = self.cfg.eval.every, self.epoch
@@ -167,7 +294,7 @@ class TrainingState:
                 "metrics": {k: float(v) for k, v in self.metrics.items()},  # this epoch's, in case logging them fails
                 **{name: part.state_dict() if part is not None else None for name, part in nets},
                 "pool": self.pool.state_dict(), "loader": self.loader.state_dict(), "tricks": self.tricks.state_dict(),
-                "rng": runtime.rng_state()}
+                "dropout": self.dropout.get_state(), "rng": runtime.rng_state()}
 
     def load_state_dict(self, state: dict) -> None:
         self.G.load_state_dict(state["generator"])
@@ -182,6 +309,12 @@ class TrainingState:
             self.loader.load_state_dict(state["loader"])
         self.tricks.load_state_dict(state["tricks"])
         runtime.set_rng_state(state["rng"])
+        # A checkpoint from before dropout had its own generator: G's dropout drew from torch's global one.
+        self.dropout.set_state(state["dropout"] if "dropout" in state else runtime.global_rng_state(self.device))
+        if self.graphed:  # a checkpoint saved by an eager run holds plain learning rates
+            for opt in (self.opt_G, self.opt_D):
+                if opt is not None:
+                    make_capturable(opt, self.device)
         self.epoch = self.saved_epoch = state["epoch"]
         self.run_id, self.metrics = state["run_id"], dict(state.get("metrics") or {})
 
@@ -201,53 +334,29 @@ class TrainingState:
 # ---------------------------------------------------------------- one epoch
 
 
-class LossSums:
-    """Each loss summed over an epoch's steps on the device (no host sync but `check_finite`)."""
-
-    def __init__(self, names: tuple[contract.Loss, ...], device: torch.device):
-        self.sums = {loss: torch.zeros((), device=device) for loss in names}
-
-    def add(self, values: dict[contract.Loss, torch.Tensor]) -> None:
-        for loss, value in values.items():
-            if loss in self.sums:
-                self.sums[loss] += value
-
-    def check_finite(self, epoch: int, step: int) -> None:
-        if not bool(torch.isfinite(torch.stack(list(self.sums.values()))).all()):
-            bad = [loss.key for loss, v in self.sums.items() if not math.isfinite(float(v))]
-            raise TrainingFault(f"non-finite loss ({', '.join(bad)}) in epoch {epoch + 1} by step {step + 1}")
-
-    def means(self, steps: int) -> dict[str, float]:
-        return {loss.key: float(v / steps) for loss, v in self.sums.items()}
-
-
-def train_epoch(state: TrainingState, bar: tqdm) -> dict[str, float]:
-    """One pass over the data, each batch generated once: D learns on a detached copy, G on the graph.
-    Returns the epoch's mean losses, learning rate and throughput; the schedules then step."""
+def train_epoch(state: TrainingState, bar: tqdm) -> Generator[None, None, dict[str, float]]:
+    """One pass over the data, yielding after each step (`p2p.step.train_step`, eager or replayed as one CUDA
+    graph). Returns the epoch's mean losses, learning rate and throughput; the schedules then step."""
     cfg, device, steps = state.cfg, state.device, len(state.loader)
     state.G.train()
     if state.D is not None:
         state.D.train()
-    sums = LossSums(state.losses, device)
+    state.sums.reset()
     noise_epochs = cfg.tricks.instance_noise_epochs or state.total_epochs
     started, seen = time.perf_counter(), 0
-    for step, (real_in, real_out) in enumerate(state.loader.epoch()):
+    for index, (real_in, real_out) in enumerate(state.loader.epoch()):
         real_in, real_out = _to_device(real_in, real_out, device, cfg)
-        noise = losses.instance_noise_std(cfg.tricks.instance_noise, state.epoch + step / steps, noise_epochs)
-        with runtime.autocast(device, cfg.runtime.precision):
-            fake_out = state.G_run(real_in)
-        if state.D is not None:
-            sums.add(discriminator_step(state.D_run, state.opt_D, real_in, real_out, fake_out.detach(), state.pool,
-                                        noise, state.tricks, cfg, device))
-        sums.add(generator_step(state.G_run, state.D_run, state.opt_G, real_in, real_out, fake_out, cfg, device))
+        noise = losses.instance_noise_std(cfg.tricks.instance_noise, state.epoch + index / steps, noise_epochs)
+        state.stepper(real_in, real_out, noise)
         seen += real_in.shape[0]
         bar.update(real_in.shape[0])
-        if (step + 1) % cfg.runtime.log_every == 0:
-            sums.check_finite(state.epoch, step)
+        if (index + 1) % cfg.runtime.log_every == 0:
+            state.sums.check_finite(state.epoch, index)
+        yield
     elapsed = time.perf_counter() - started
-    sums.check_finite(state.epoch, steps - 1)
-    metrics = sums.means(steps) | {contract.LR: state.opt_G.param_groups[0]["lr"],
-                                   contract.IMG_PER_S: seen / max(elapsed, 1e-9)}
+    state.sums.check_finite(state.epoch, steps - 1)
+    metrics = state.sums.means(steps) | {contract.LR: float(state.opt_G.param_groups[0]["lr"]),
+                                         contract.IMG_PER_S: seen / max(elapsed, 1e-9)}
     for schedule in (state.sched_G, state.sched_D):
         if schedule is not None:
             schedule.step()
@@ -257,63 +366,29 @@ def train_epoch(state: TrainingState, bar: tqdm) -> dict[str, float]:
     return metrics
 
 
-def discriminator_step(D: nn.Module, opt_D: torch.optim.Optimizer, real_in: torch.Tensor, real_out: torch.Tensor,
-                       fake_out: torch.Tensor, pool: losses.ImagePool, noise: float, tricks: streams.TrickStreams,
-                       cfg: RunConfig, device: torch.device) -> dict[contract.Loss, torch.Tensor]:
-    """One D update on a real and a (pooled, detached) fake pair; returns the two detached losses."""
-    set_requires_grad(D, True)
-    fake_out = pool.query(fake_out, tricks.pool)
-    real_out = losses.add_instance_noise(real_out, noise, tricks.noise)
-    fake_out = losses.add_instance_noise(fake_out, noise, tricks.noise)
-    with runtime.autocast(device, cfg.runtime.precision):
-        real_logits = D(_d_input(real_in, real_out, cfg)).float()
-        fake_logits = D(_d_input(real_in, fake_out, cfg)).float()
-    target = losses.real_targets(real_logits.shape, cfg.tricks.label_smoothing, tricks.smoothing, device)
-    flipped = losses.flip_labels(cfg.tricks.label_flip, tricks.flip)
-    loss_real, loss_fake = losses.discriminator_loss(real_logits, fake_logits, cfg.loss.gan, target, flipped)
-    opt_D.zero_grad(set_to_none=True)
-    (cfg.loss.d_scale * (loss_real + loss_fake)).backward()
-    opt_D.step()
-    return {D_REAL: loss_real.detach(), D_FAKE: loss_fake.detach()}
-
-
-def generator_step(G: nn.Module, D: nn.Module | None, opt_G: torch.optim.Optimizer, real_in: torch.Tensor,
-                   real_out: torch.Tensor, fake_out: torch.Tensor, cfg: RunConfig,
-                   device: torch.device) -> dict[contract.Loss, torch.Tensor]:
-    """One G update: fool D (non-saturating) plus the weighted L1 to the target."""
-    loss_gan = torch.zeros((), device=device)
-    if D is not None:
-        set_requires_grad(D, False)  # G's step needs gradients through D, not for D's weights
-        with runtime.autocast(device, cfg.runtime.precision):
-            fake_logits = D(_d_input(real_in, fake_out, cfg)).float()
-        loss_gan = losses.generator_gan_loss(fake_logits, cfg.loss.gan)
-    loss_l1 = losses.l1_loss(fake_out.float(), real_out)
-    opt_G.zero_grad(set_to_none=True)
-    (loss_gan + cfg.loss.l1 * loss_l1).backward()
-    opt_G.step()
-    return {G_GAN: loss_gan.detach(), G_L1: loss_l1.detach()}
-
-
-def set_requires_grad(net: nn.Module, flag: bool) -> None:
-    for p in net.parameters():
-        p.requires_grad_(flag)
-
-
-def _d_input(real_in: torch.Tensor, out: torch.Tensor, cfg: RunConfig) -> torch.Tensor:
-    return torch.cat([real_in, out.to(real_in.dtype)], 1) if cfg.loss.conditional else out
-
-
 def _to_device(a: torch.Tensor, b: torch.Tensor, device: torch.device, cfg: RunConfig):
     fmt = torch.channels_last if cfg.runtime.channels_last else torch.contiguous_format
     return (a.to(device, non_blocking=True, memory_format=fmt), b.to(device, non_blocking=True, memory_format=fmt))
 
 
-def make_optimizer(net: nn.Module, cfg: RunConfig, device: torch.device) -> torch.optim.Optimizer:
-    # The fused kernel (one launch for all parameters) exists on CPU and CUDA; deterministic
-    # mode keeps the plain for-each path, whose arithmetic order is fixed.
+def make_optimizer(net: nn.Module, cfg: RunConfig, device: torch.device, capturable: bool = False) -> torch.optim.Optimizer:
+    """Adam. The fused kernel (one launch for all parameters) exists on CPU and CUDA; deterministic mode keeps
+    the plain for-each path, whose arithmetic order is fixed. `capturable` (a CUDA graph replays the step): the
+    learning rate is a tensor on the device that the schedule fills in place, so nothing is captured again."""
     fused = not cfg.runtime.deterministic
-    return torch.optim.Adam(net.parameters(), lr=cfg.optim.lr, betas=(cfg.optim.beta1, cfg.optim.beta2),
-                            fused=fused or None, foreach=None if fused else True)
+    lr = torch.tensor(cfg.optim.lr, device=device) if capturable else cfg.optim.lr
+    return torch.optim.Adam(net.parameters(), lr=lr, betas=(cfg.optim.beta1, cfg.optim.beta2),
+                            fused=fused or None, foreach=None if fused else True, capturable=capturable)
+
+
+def make_capturable(opt: torch.optim.Optimizer, device: torch.device) -> None:
+    """After loading a checkpoint: the learning rate a fresh tensor on the device, the steps there too."""
+    for group in opt.param_groups:
+        group["capturable"] = True
+        group["lr"] = torch.tensor(float(group["lr"]), device=device)
+    for param_state in opt.state.values():
+        if "step" in param_state:
+            param_state["step"] = param_state["step"].to(device, torch.float32)
 
 
 def score(state: TrainingState, tracker: Tracker, run_dir: Path) -> dict[str, float]:
@@ -327,7 +402,14 @@ def score(state: TrainingState, tracker: Tracker, run_dir: Path) -> dict[str, fl
     cfg, device, final = state.cfg, state.device, state.epoch == state.total_epochs
     max_images = cfg.eval.max_images if final or cfg.eval.every_max_images is None else cfg.eval.every_max_images
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        scores, grid = evaluate.evaluate_generator(state.G, cfg, device, max_images=max_images)
+        # Test-time dropout (eval.g_mode train) draws from torch's global generator, set to where the run's
+        # dropout stream stands: the masks continue that stream, and the stream itself does not move.
+        runtime.set_global_rng_state(device, state.dropout.get_state())
+        set_dropout_generator(state.G, None)
+        try:
+            scores, grid = evaluate.evaluate_generator(state.G, cfg, device, max_images=max_images)
+        finally:
+            set_dropout_generator(state.G, state.dropout)
     if grid is not None:
         path = run_dir / contract.SAMPLES_DIR / contract.sample_name(state.epoch)
         evaluate.write_png(grid, path)
@@ -336,34 +418,6 @@ def score(state: TrainingState, tracker: Tracker, run_dir: Path) -> dict[str, fl
 
 
 # ---------------------------------------------------------------- how a run ends
-
-
-@dataclass
-class _Where:
-    run_dir: Path | None = None
-
-
-@contextlib.contextmanager
-def recording_the_end(tracker: Tracker, state: TrainingState) -> Iterator[_Where]:
-    """A run that stops or fails is marked so, with the reason (KILLED: a stop signal or an early stop; FAILED:
-    a fault); a store that went down is left as it is, and the message says which checkpoint is kept."""
-    where = _Where()
-    try:
-        yield where
-    except StopTraining as stop:
-        _end_run(tracker, "kill", stop.reason)
-        raise
-    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGINT/SIGTERM through p2p.signals: KILLED, with which
-        _end_run(tracker, "kill", signals.reason(stop))
-        raise
-    except TrackingError as exc:  # nothing more can be recorded there; the checkpoint is kept
-        raise TrackingError(f"{exc}; {kept(where.run_dir, state.saved_epoch, 'once the store answers')}") from None
-    except (TrainingFault, UserError) as fault:
-        _end_run(tracker, "fail", str(fault))
-        raise
-    except Exception as exc:
-        _end_run(tracker, "fail", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
-        raise
 
 
 def _end_run(tracker: Tracker, how: str, reason: str) -> None:

@@ -46,12 +46,13 @@ def shared_absent_reason() -> str:
             "or set P2P_SHARED)")
 
 
-# Tiny but real: 32x32 crops of 4 facades, a 16x16 PatchGAN, narrow nets.
+# Tiny but real: 32x32 crops of 4 facades, a 16x16 PatchGAN, narrow nets; on the CPU even where a GPU is
+# present (`runtime.device: auto` would pick it): the goldens and the packed-vs-solo checks are CPU numbers.
 TINY = {
     "data.root": str(DATA_ROOT), "data.max_images": 4, "data.crop_size": 32, "data.load_size": 36,
     "model.generator.ngf": 8, "model.discriminator.ndf": 8, "model.discriminator.patch": 16,
     "optim.epochs": 1, "optim.decay_epochs": 1, "eval.metrics": ["ssim", "psnr", "l1"], "eval.max_images": 4,
-    "eval.samples": 2, "runtime.threads": 1,
+    "eval.samples": 2, "runtime.threads": 1, "runtime.device": "cpu",
 }
 
 # A real but tiny FCN scorer: 64x64, 120 train photos, 2 epochs (~20 s), clearly above the majority class.

@@ -19,6 +19,7 @@ def main(data_root: str) -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         overrides = {**TINY, "data.root": data_root, "runtime.out_dir": f"{tmp}/runs", "runtime.deterministic": True,
+                     "runtime.device": "cpu",  # a CPU golden, also on a machine with a GPU
                      "tricks.label_smoothing": [0.8, 1.0], "tricks.label_flip": 0.2, "tricks.instance_noise": 0.1,
                      "tricks.image_pool": 2, "eval.every": 1, "eval.every_max_images": 2}
         import os

@@ -6,7 +6,7 @@ import hashlib
 import pytest
 import torch
 
-from p2p import checkpoint, losses, streams, trainer
+from p2p import checkpoint, losses, step, streams, trainer
 from p2p.models import create_discriminator, create_generator
 from tests.helpers import facades_config
 
@@ -28,7 +28,7 @@ def digest(t: torch.Tensor) -> str:
 def record(monkeypatch, cfg, tmp_path, name):
     """Train a tiny run; return per step the input/target batch, G's first output, and the trick draws."""
     seen = {"batches": [], "first_fake": None, "targets": [], "flips": []}
-    g_step, real_targets, flip_labels = trainer.generator_step, losses.real_targets, losses.flip_labels
+    g_step, real_targets, flip_labels = step.generator_step, losses.real_targets, losses.flip_labels
 
     def spy_g(G, D, opt, real_in, real_out, fake_out, *args):
         seen["batches"].append(digest(real_in) + digest(real_out))
@@ -43,10 +43,10 @@ def record(monkeypatch, cfg, tmp_path, name):
 
     def spy_flip(*args, **kwargs):
         out = flip_labels(*args, **kwargs)
-        seen["flips"].append(out)
+        seen["flips"].append(bool(out))
         return out
 
-    monkeypatch.setattr(trainer, "generator_step", spy_g)
+    monkeypatch.setattr(step, "generator_step", spy_g)
     monkeypatch.setattr(losses, "real_targets", spy_targets)
     monkeypatch.setattr(losses, "flip_labels", spy_flip)
     try:

@@ -31,6 +31,7 @@ STORAGE_ENV, DEFAULT_DB = "P2P_SWEEP_STORAGE", "optuna.db"
 class SweepOptions:
     scale: str = "auto"  # cpu | paper | auto (paper where CUDA is present)
     workers: int = 0  # 0: auto
+    pack: int = 0  # trials per worker process (0: auto, see resolve_pack)
     storage: str | None = None  # None: $P2P_SWEEP_STORAGE, else sqlite optuna.db here
     overrides: tuple[str, ...] = ()
     name: str | None = None
@@ -86,6 +87,20 @@ def resolve_workers(workers: int, trials: int) -> tuple[int, int]:
     return workers, max(1, cores // workers)
 
 
+# Trials packed into one worker process by `--pack auto`. On the 2-core CPU packing was measured not to pay
+# (`make bench`, the sweep view: two 1-thread processes beat one process stepping two trials in turn). On CUDA
+# packs of trials on parallel streams should fill the card (docs/speed.md), but this path has not yet run on a
+# GPU: until it has, auto keeps one trial per process there too.
+AUTO_PACK = {"cpu": 1, "cuda": 1}
+
+
+def resolve_pack(pack: int) -> int:
+    """`--pack`: a count >= 1, or 0 for auto (AUTO_PACK for the device the workers train on)."""
+    if pack > 0:
+        return pack
+    return AUTO_PACK["cuda" if cuda_present() else "cpu"]
+
+
 def _gpu_count() -> int:
     if not cuda_present():
         return 0
@@ -128,16 +143,17 @@ def run_sweep(spec_path: str | Path, options: SweepOptions, dry_run: bool = Fals
     check_cli_overrides(spec, overrides)
     scale = resolve_scale(options.scale)
     plan = make_plan(spec, scale, overrides)
-    workers, threads = resolve_workers(options.workers, plan.trial_count)
+    pack = resolve_pack(options.pack)
+    workers, threads = resolve_workers(options.workers, math.ceil(plan.trial_count / pack))
     url = options.storage or default_storage_url()
     if dry_run:
         from p2p.sweep import study as studies
         from p2p.sweep.estimate import describe_plan
 
-        print(describe_plan(plan, studies.find(url, spec, scale), url, workers, threads))
+        print(describe_plan(plan, studies.find(url, spec, scale), url, workers, threads, pack))
         return 0
 
-    job = SweepJob(spec, scale, url, tuple(overrides), options.heartbeat_s, threads, options.progress)
+    job = SweepJob(spec, scale, url, tuple(overrides), options.heartbeat_s, threads, options.progress, pack)
     # MLflow prints a link per finished run when it talks to a server: dozens of lines in a sweep.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     # Workers start first and import torch while this process prepares the study; they
@@ -157,7 +173,8 @@ def run_sweep(spec_path: str | Path, options: SweepOptions, dry_run: bool = Fals
             proc.stdin.write("go\n")
             proc.stdin.close()
         print(f"p2p: sweep {spec.name} ({scale}): {plan.trial_count} trials, {workers} worker"
-              f"{'s' if workers > 1 else ''} x {threads} thread{'s' if threads > 1 else ''}; storage "
+              f"{'s' if workers > 1 else ''} x {threads} thread{'s' if threads > 1 else ''}"
+              + (f", {pack} trials packed in each" if pack > 1 else "") + "; storage "
               f"{studies.redact(url)}", file=sys.stderr, flush=True)
         _watch(plan, study, procs, options.progress)
     except BaseException:
@@ -168,7 +185,8 @@ def run_sweep(spec_path: str | Path, options: SweepOptions, dry_run: bool = Fals
 
 def _start_worker(spec_path: str | Path, job: SweepJob, name: str | None, index: int, count: int) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "p2p", "sweep", str(spec_path), "--worker", "--scale", job.scale,
-           "--storage", job.storage_url, "--heartbeat", str(job.heartbeat_s), "--threads", str(job.threads)]
+           "--storage", job.storage_url, "--heartbeat", str(job.heartbeat_s), "--threads", str(job.threads),
+           "--pack", str(job.pack)]
     if name:
         cmd += ["--name", name]
     if not job.progress:

@@ -25,7 +25,7 @@ SCORE_S_PER_IMAGE_128 = 0.2  # per test image at 128x128: generate, FCN, LPIPS, 
 MEASURE_STEPS, MEASURE_BUDGET_S = 3, 3.0  # at least 3 steps; up to 10 while they take under 1 s in all
 
 
-def describe_plan(plan, study, url: str, workers: int, threads: int) -> str:
+def describe_plan(plan, study, url: str, workers: int, threads: int, pack: int = 1) -> str:
     """The table of trials (with their state when the study exists) and the estimated wall time."""
     from p2p.sweep import study as studies
 
@@ -67,9 +67,11 @@ def describe_plan(plan, study, url: str, workers: int, threads: int) -> str:
         todo = [run_s["base"]] * max(0, search.trials - done)
     if spec.search is None:
         lines += _findings_lines(spec, plan.scale)
+    # A pack's trials are counted as if they ran in turn (true on the CPU; a GPU overlaps them: faster)
     wall = schedule_seconds(todo, workers)
-    lines.append(f"estimate: {len(todo)} trials to run on {workers} worker{'s' if workers > 1 else ''} x {threads} "
-                 f"thread{'s' if threads > 1 else ''}: about {_minutes(wall)}")
+    packing = f" x {pack} trials packed (timed as if in turn)" if pack > 1 else ""
+    lines.append(f"estimate: {len(todo)} trials to run on {workers} worker{'s' if workers > 1 else ''}{packing} x "
+                 f"{threads} thread{'s' if threads > 1 else ''}: about {_minutes(wall)}")
     lines.append(f"  (training steps measured just now on this machine, one process at a time, {MEASURE_STEPS}+ per "
                  f"cell at {threads} thread{'s' if threads > 1 else ''}; plus start-up and scoring per run from "
                  f"constants measured on a 2-core CPU, {SCORE_S_PER_IMAGE_128:.2f} s per scored 128x128 image)")
@@ -88,7 +90,9 @@ def _findings_lines(spec, scale: str) -> list[str]:
 
 def run_seconds(cfg: RunConfig, step_s: float) -> float:
     """One run: its training steps, plus set-up and the scoring passes (every eval.every epochs and at the end)."""
-    epochs = cfg.optim.epochs + cfg.optim.decay_epochs
+    from p2p.trainer import total_epochs
+
+    epochs = total_epochs(cfg)
     images = _count(cfg, "train", cfg.data.max_images)
     steps = epochs * math.ceil(images / cfg.optim.batch_size)
     passes = (epochs // cfg.eval.every if cfg.eval.every else 0) + (0 if cfg.eval.every and epochs % cfg.eval.every == 0 else 1)
@@ -117,41 +121,35 @@ def schedule_seconds(runs: list[float], workers: int) -> float:
 
 
 def measure_step_seconds(cfg: RunConfig, threads: int) -> float:
-    """Median seconds of one training step (G and D updates) on random images of the config's size."""
+    """Median seconds of one training step (`p2p.step.train_step`, as the trainer runs it: eager or one CUDA
+    graph) on random images of the config's size."""
     import torch
 
-    from p2p import losses, runtime, streams
-    from p2p.models import channels, create_discriminator, create_generator
-    from p2p.trainer import discriminator_step, generator_step, make_optimizer
+    from p2p import runtime, step
+    from p2p.models import channels
+    from p2p.trainer import TrainingState
 
     torch.set_num_threads(max(1, threads))
     device = runtime.select_device(cfg.runtime)
     if cfg.runtime.malloc_tuning:
         runtime.tune_malloc()
-    G = create_generator(cfg).to(device)
-    D = create_discriminator(cfg).to(device) if cfg.loss.gan != "none" else None
-    opt_G = make_optimizer(G, cfg, device)
-    opt_D = make_optimizer(D, cfg, device) if D is not None else None
+    state = TrainingState(cfg, device, with_data=False)
     in_ch, out_ch = channels(cfg)
     size, batch = cfg.data.crop_size, cfg.optim.batch_size
     x = torch.rand(batch, in_ch, size, size, device=device) * 2 - 1
     y = torch.rand(batch, out_ch, size, size, device=device) * 2 - 1
-    pool, rng = losses.ImagePool(cfg.tricks.image_pool), streams.TrickStreams(0)
 
-    def step() -> None:
-        with runtime.autocast(device, cfg.runtime.precision):
-            fake = G(x)
-        if D is not None:
-            discriminator_step(D, opt_D, x, y, fake.detach(), pool, 0.0, rng, cfg, device)
-        generator_step(G, D, opt_G, x, y, fake, cfg, device)
+    def one() -> None:
+        state.stepper(x, y, 0.0)
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    step()  # warm-up: allocations, kernel choice
+    for _ in range(step.WARMUP_STEPS + 1 if state.graphed else 1):  # allocations, kernel choice (and the capture)
+        one()
     times: list[float] = []
     while len(times) < MEASURE_STEPS or (sum(times) < MEASURE_BUDGET_S / 3 and len(times) < 10):
         t = time.perf_counter()
-        step()
+        one()
         times.append(time.perf_counter() - t)
     return sorted(times)[len(times) // 2]
 

@@ -105,6 +105,7 @@ class SweepJob:
     heartbeat_s: int = 10
     threads: int = 0  # runtime.threads for each run whose config leaves it at 0
     progress: bool = True
+    pack: int = 1  # trials each worker trains together in its process (p2p.trainer.train_together)
 
 
 @dataclass(frozen=True)

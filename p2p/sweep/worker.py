@@ -1,13 +1,16 @@
-"""A sweep worker: claim a trial, train it (resuming its checkpoint), record the outcome, repeat.
+"""A sweep worker: claim trials, train them (resuming their checkpoints), record the outcomes, repeat.
 
 Runs in its own process (`p2p sweep SPEC --worker`, started by the sweep command) until no
-trial is queued or running. Every trial ends in exactly one of: COMPLETE with the objective,
-PRUNED (search), FAIL with its reason (as a trial attr and as its MLflow run's failure tag,
-p2p.contract.Tag.FAILURE), or back in the queue when the worker is interrupted.
+trial is queued or running. It claims up to `--pack` trials at a time and trains them together
+in this process (`p2p.trainer.train_together`: each exactly as it would train alone). Every trial
+ends in exactly one of: COMPLETE with the objective, PRUNED (search), FAIL with its reason (as a
+trial attr and as its MLflow run's failure tag, p2p.contract.Tag.FAILURE), or back in the queue
+when the worker is interrupted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -15,8 +18,9 @@ import signal
 import sys
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import optuna
 from optuna.trial import Trial, TrialState
@@ -26,7 +30,7 @@ from p2p.contract import Tag
 from p2p.errors import UserError
 from p2p.sweep import study as studies
 from p2p.sweep.spec import SweepJob, run_dir, trial_config
-from p2p.trainer import StopTraining, TrainingFault, train
+from p2p.trainer import RunRequest, StopTraining, TrainingFault, train_together
 
 
 def run_worker(job: SweepJob) -> int:
@@ -36,25 +40,28 @@ def run_worker(job: SweepJob) -> int:
     join_sweep(job, study)
     idle_poll = min(2.0, float(job.heartbeat_s))
     while True:
-        trial = None
+        trials: list[Trial] = []
         try:
             with signals.held():  # a stop waits for the storage's writes (cut in half, they would keep its lock)
                 studies.recover_stale(study, storage)
-                if job.spec.search is not None:
-                    trial = studies.next_search_trial(study, storage, job.spec.search.trials)
-                else:
-                    trial = studies.claim_waiting(study, storage)
-                if trial is not None:
+                while len(trials) < job.pack:
+                    trial = (studies.next_search_trial(study, storage, job.spec.search.trials)
+                             if job.spec.search is not None else studies.claim_waiting(study, storage))
+                    if trial is None:
+                        break
                     trial.set_user_attr(studies.WORKER, studies.worker_name())
-                elif not studies.has_unfinished(study):
+                    trials.append(trial)
+                if not trials and not studies.has_unfinished(study):
                     return 0
-            if trial is None:
+            if not trials:
                 time.sleep(idle_poll)  # others are running the last trials; one may die and come back
                 continue
-            with studies.heartbeat(storage, trial):
-                run_trial(job, study, trial)
-        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: its run is KILLED with the reason, the trial queued again
-            if trial is not None:
+            with contextlib.ExitStack() as beating:
+                for trial in trials:
+                    beating.enter_context(studies.heartbeat(storage, trial))
+                run_trials(job, study, trials)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM: their runs are KILLED with the reason, the trials queued again
+            for trial in trials:
                 studies.release(storage, trial)
             raise
 
@@ -104,9 +111,40 @@ def ensure_fcn_scorers(job: SweepJob) -> None:
             ready.add(key)
 
 
-def run_trial(job: SweepJob, study: optuna.Study, trial: Trial) -> None:
-    """Train one trial and record how it ended. A stop signal (p2p.signals) may end the training at any
-    moment, but waits for the storage writes before and after it, which are never cut in half."""
+@dataclass
+class Claimed:
+    """A trial ready to train: its run request, and how to record that it failed."""
+
+    trial: Trial
+    request: RunRequest
+    fail: Callable[[str], None]
+    started: float
+
+
+def run_trials(job: SweepJob, study: optuna.Study, trials: list[Trial]) -> None:
+    """Train the claimed trials together and record how each ended. A stop signal (p2p.signals) may end the
+    training at any moment, but waits for the storage writes before and after it, which are never cut in half."""
+    claimed = [c for c in (claim(job, study, trial) for trial in trials) if c is not None]
+    if not claimed:
+        return
+    outcomes = train_together([c.request for c in claimed], progress=False)
+    for c, outcome in zip(claimed, outcomes):
+        if isinstance(outcome, StopTraining):
+            with signals.held():
+                c.trial.set_user_attr(studies.FAILURE, outcome.reason)
+                study.tell(c.trial, state=TrialState.PRUNED)
+        elif isinstance(outcome, (TrainingFault, UserError)):
+            c.fail(str(outcome))
+        elif isinstance(outcome, Exception):  # a bug or a broken environment: record it, keep the sweep going
+            traceback.print_exception(outcome, file=sys.stderr)
+            c.fail(f"{type(outcome).__name__}: {outcome}")
+        else:
+            with signals.held():
+                _record_result(job.spec, study, c.trial, outcome, c.started)
+
+
+def claim(job: SweepJob, study: optuna.Study, trial: Trial) -> Claimed | None:
+    """The trial's config, folder, tags and epoch callback; None when it failed already (its config is invalid)."""
     spec, started = job.spec, time.time()
     with signals.held():
         cell, seed = _identity(job, trial)
@@ -126,7 +164,8 @@ def run_trial(job: SweepJob, study: optuna.Study, trial: Trial) -> None:
             overrides = _trial_overrides(job, trial, cell)
         cfg = trial_config(spec, job.scale, overrides, seed, list(job.overrides), job.threads)
     except UserError as exc:
-        return fail(str(exc))
+        fail(str(exc))
+        return None
     folder = run_dir(cfg.runtime.out_dir, spec.name, job.scale, cell, seed)
     with signals.held():
         _prepare_run_dir(folder, experiment, tags)
@@ -137,7 +176,7 @@ def run_trial(job: SweepJob, study: optuna.Study, trial: Trial) -> None:
         if share_cores:  # the last trials of a sweep take over the cores that finished workers left idle
             import torch
 
-            torch.set_num_threads(cores_per_local_trial(study))
+            torch.set_num_threads(cores_per_local_worker(study))
         value = metrics.get(spec.objective)
         if spec.search is not None and value is not None:
             trial.report(value, epoch)
@@ -145,23 +184,10 @@ def run_trial(job: SweepJob, study: optuna.Study, trial: Trial) -> None:
                 raise StopTraining(f"pruned after epoch {epoch}: {spec.objective} {value:.4f} is below "
                                    f"the median of earlier trials at this epoch")
 
-    try:
-        result = train(cfg, tracker=tracking.MlflowTracker(), run_dir=folder, resume=True, experiment=experiment,
-                       tags={**tags, Tag.TRIAL: str(trial.number)}, parent_run_id=parent, progress=False,
-                       on_epoch=on_epoch, run_name=run_name)
-    except StopTraining as stop:
-        with signals.held():
-            trial.set_user_attr(studies.FAILURE, stop.reason)
-            study.tell(trial, state=TrialState.PRUNED)
-        return
-    except (TrainingFault, UserError) as exc:
-        return fail(str(exc))
-    except Exception as exc:  # a bug or a broken environment: record it, keep the sweep going
-        traceback.print_exc(file=sys.stderr)
-        return fail(f"{type(exc).__name__}: {exc}")
-
-    with signals.held():
-        _record_result(spec, study, trial, result, started)
+    request = RunRequest(cfg, tracking.MlflowTracker(), folder, resume=True, experiment=experiment,
+                         tags={**tags, Tag.TRIAL: str(trial.number)}, parent_run_id=parent, on_epoch=on_epoch,
+                         run_name=run_name)
+    return Claimed(trial, request, fail, started)
 
 
 def _record_result(spec, study: optuna.Study, trial: Trial, result, started: float) -> None:
@@ -180,12 +206,11 @@ def _record_result(spec, study: optuna.Study, trial: Trial, result, started: flo
     study.tell(trial, value)
 
 
-def cores_per_local_trial(study: optuna.Study) -> int:
-    """This machine's cores split among the trials running on it now (each worker runs one)."""
+def cores_per_local_worker(study: optuna.Study) -> int:
+    """This machine's cores split among the worker processes running trials on it now (each may hold a pack)."""
     host = studies.worker_name().split(":", 1)[0] + ":"
-    running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-               if str(t.user_attrs.get(studies.WORKER, "")).startswith(host)]
-    return max(1, (os.cpu_count() or 1) // max(1, len(running)))
+    workers = {str(t.user_attrs.get(studies.WORKER, "")) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    return max(1, (os.cpu_count() or 1) // max(1, len({w for w in workers if w.startswith(host)})))
 
 
 def _identity(job: SweepJob, trial: Trial) -> tuple[str, int]:
@@ -250,7 +275,7 @@ def _record_failed_run(experiment: str, run_name: str, tags: dict[str, Any], par
 
 
 def worker_main(spec_path: str, scale: str, storage_url: str, overrides: list[str], name: str | None,
-                heartbeat_s: int, threads: int, progress: bool) -> int:
+                heartbeat_s: int, threads: int, progress: bool, pack: int = 1) -> int:
     """Entry of a worker process started by the sweep command: wait for its "go", then work."""
     from p2p.sweep.spec import load_spec
 
@@ -260,5 +285,6 @@ def worker_main(spec_path: str, scale: str, storage_url: str, overrides: list[st
         signals.install()
     if sys.stdin.readline().strip() != "go":
         return 0  # the sweep command stopped before the study was ready
-    job = SweepJob(load_spec(spec_path, name), scale, storage_url, tuple(overrides), heartbeat_s, threads, progress)
+    job = SweepJob(load_spec(spec_path, name), scale, storage_url, tuple(overrides), heartbeat_s, threads, progress,
+                   pack)
     return run_worker(job)
