@@ -106,7 +106,7 @@ def train_together(requests: list[RunRequest], *, progress: bool = True) -> list
         started = [run for run in runs if run.live]
         with tqdm(total=sum(r.state.total_epochs * r.state.images for r in started),
                   initial=sum(r.state.epoch * r.state.images for r in started), unit="img",
-                  desc=" + ".join(r.state.cfg.name for r in started[:3]) or "train", disable=not progress,
+                  desc=" + ".join(r.state.cfg.name for r in started[:3]), disable=not (progress and started),
                   dynamic_ncols=True, smoothing=0.1) as bar:
             while training := [run for run in runs if run.training]:
                 epochs = {run: run.epoch(bar) for run in training}  # each: a step per next(), then its epoch's end
