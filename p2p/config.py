@@ -128,8 +128,13 @@ class OptimConfig:
     decay_epochs: int = entry(100, ge=0)
     batch_size: int = entry(1, ge=1)
 
+    @property
+    def total_epochs(self) -> int:
+        """Epochs at the constant rate plus epochs of decay: how long a run of this config trains."""
+        return self.epochs + self.decay_epochs
+
     def check(self) -> None:
-        if self.epochs + self.decay_epochs < 1:
+        if self.total_epochs < 1:
             raise Invalid("epochs", "epochs >= 0 and decay_epochs >= 0 with at least one epoch in all", self.epochs)
 
 
@@ -147,6 +152,15 @@ class EvalConfig:
     cache_dir: Optional[str] = None  # fitted FCN scorers: None: $P2P_CACHE_DIR, else .cache/p2p
     fcn_fit_missing: bool = True  # fit the FCN scorer when it is not cached yet (false: stop with an error)
     samples: int = entry(4, ge=0)  # test images in the logged sample grids
+
+    def due(self, done: int, total: int) -> bool:
+        """Whether a run of `total` epochs scores after its epoch `done` (counted from 1): every `every`
+        epochs, and always after the last."""
+        return bool(self.every and done % self.every == 0) or done == total
+
+    def passes(self, total: int) -> int:
+        """How many scoring passes a run of `total` epochs makes."""
+        return sum(self.due(done, total) for done in range(1, total + 1))
 
 
 @dataclass(frozen=True)

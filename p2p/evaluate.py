@@ -129,7 +129,7 @@ def score_saved(state: dict, path: Path, split: str | None = None, overrides: li
     # --set may change how and what is scored (eval.*, runtime.*, data.root), not the weights' architecture.
     cfg = replace(saved, dict(parse_override(o) for o in overrides), source="--set") if overrides else saved
     split = split or cfg.eval.split
-    epoch = int(state.get("epoch") or saved.optim.epochs + saved.optim.decay_epochs)
+    epoch = int(state.get("epoch") or saved.optim.total_epochs)
 
     device = runtime.configure(cfg.runtime, cfg.seed)
     scores, _ = evaluate_generator(G.to(device), cfg, device, split=split, progress=progress)

@@ -22,6 +22,7 @@ def test_facades_holds_the_papers_settings():
     assert (cfg.loss.gan, cfg.loss.conditional, cfg.loss.l1, cfg.loss.d_scale) == ("vanilla", True, 100.0, 0.5)
     o = cfg.optim
     assert (o.lr, o.beta1, o.beta2, o.epochs, o.decay_epochs, o.batch_size) == (2e-4, 0.5, 0.999, 100, 100, 1)
+    assert o.total_epochs == 200  # the paper's 100 + 100
     assert cfg.model.init_gain == 0.02
     assert cfg.eval.g_mode == "train"
 
@@ -101,3 +102,12 @@ def test_cli_user_error_is_one_line_and_exit_2(tmp_path):
     assert len(lines) == 1
     assert lines[0].startswith("p2p: error: ") and "model.generator.arch" in lines[0] and "facades.yaml" in lines[0]
     assert proc.stdout == ""
+
+
+def test_scoring_is_due_every_n_epochs_and_at_the_end():
+    """One rule (EvalConfig.due) for when the trainer scores and what the sweep estimate counts."""
+    ends_only = facades_config({"optim.epochs": 3, "optim.decay_epochs": 2})
+    assert [e for e in range(1, 6) if ends_only.eval.due(e, 5)] == [5] and ends_only.eval.passes(5) == 1
+    every_2 = facades_config({"eval.every": 2}).eval
+    assert [e for e in range(1, 6) if every_2.due(e, 5)] == [2, 4, 5] and every_2.passes(5) == 3
+    assert every_2.passes(4) == 2  # the last epoch is one of the every-2 ones: scored once

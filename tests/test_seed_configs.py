@@ -39,10 +39,10 @@ def test_lsgan_tricks_config_holds_the_seed_setup():
     t = cfg.tricks
     assert (t.label_smoothing, t.label_flip, t.instance_noise, t.instance_noise_epochs) == ((0.8, 1.2), 0.05, 0.1, 0)
     cpu = load_config(LSGAN, scale="cpu")
-    assert (cpu.data.crop_size, cpu.model.generator.ngf, cpu.optim.epochs + cpu.optim.decay_epochs) == (128, 32, 6)
+    assert (cpu.data.crop_size, cpu.model.generator.ngf, cpu.optim.total_epochs) == (128, 32, 6)
     from p2p import losses
 
-    total = cpu.optim.epochs + cpu.optim.decay_epochs  # instance_noise_epochs 0: the whole run
+    total = cpu.optim.total_epochs  # instance_noise_epochs 0: the whole run
     assert losses.instance_noise_std(t.instance_noise, 0, total) == 0.1
     assert losses.instance_noise_std(t.instance_noise, total, total) == 0.0  # decayed to 0 by the end
 
