@@ -10,6 +10,7 @@ import pandas as pd
 from p2p import contract, tracking
 from p2p.contract import Tag
 from p2p.errors import UserError
+from p2p.tracker import FAILED, FINISHED, KILLED
 
 SCORES = [s.key for s in contract.REPORTED]  # the scores a report tabulates (what a default run logs)
 # Run params the report reads: how many test images each scoring pass used.
@@ -41,7 +42,7 @@ class SweepRuns:
 
     @property
     def finished(self) -> pd.DataFrame:
-        return self.trials[self.trials["status"] == "FINISHED"]
+        return self.trials[self.trials["status"] == FINISHED]
 
     def missing(self) -> list[tuple[str, int]]:
         """(cell, seed) pairs of the spec without a finished run."""
@@ -51,7 +52,7 @@ class SweepRuns:
     def failed(self) -> pd.DataFrame:
         """Runs that ended FAILED or KILLED and were not redone by a finished run of the same trial."""
         done = set(zip(self.finished["cell"], self.finished["seed"]))
-        bad = self.trials[self.trials["status"].isin(["FAILED", "KILLED"])]
+        bad = self.trials[self.trials["status"].isin([FAILED, KILLED])]
         return bad[[(c, s) not in done for c, s in zip(bad["cell"], bad["seed"])]]
 
 
@@ -108,8 +109,8 @@ def load_sweep(sweep: str, scale: str | None = None, root: Path = Path("."), spe
                                          *SCORES])
     # A trial may have several runs (a worker died and it started again): keep the newest per status.
     trials = trials.sort_values("start_time", ascending=False)
-    finished = trials[trials["status"] == "FINISHED"].drop_duplicates(["cell", "seed"])
-    others = trials[trials["status"] != "FINISHED"].drop_duplicates(["cell", "seed"])
+    finished = trials[trials["status"] == FINISHED].drop_duplicates(["cell", "seed"])
+    others = trials[trials["status"] != FINISHED].drop_duplicates(["cell", "seed"])
     trials = pd.concat([finished, others], ignore_index=True)
     for cell in trials["cell"].unique():
         if cell not in cells:

@@ -17,7 +17,7 @@ from analysis.stats import Difference
 from p2p import contract
 
 TARGET_POWER = 0.8
-MIN_SEEDS, MAX_SEEDS = 2, 1000
+FEWEST_SEEDS, MAX_SEEDS = 2, 1000  # the n searched for a power: a t-test needs 2 seeds (a spread); beyond 1000, '>1000'
 
 
 def load_effect_sizes() -> dict[str, float]:
@@ -49,9 +49,9 @@ def welch_power(effect: float, sd_a: float, sd_b: float, n, alpha: float) -> np.
 
 
 def first_reaching(power: np.ndarray, target: float = TARGET_POWER) -> int | None:
-    """The first n = MIN_SEEDS, MIN_SEEDS + 1, ... whose power (power[0] is MIN_SEEDS's) reaches the target."""
+    """The first n = FEWEST_SEEDS, FEWEST_SEEDS + 1, ... whose power (power[0] is FEWEST_SEEDS's) reaches the target."""
     hits = np.flatnonzero(power >= target)
-    return int(hits[0]) + MIN_SEEDS if len(hits) else None
+    return int(hits[0]) + FEWEST_SEEDS if len(hits) else None
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class Needed:
 
 def seeds_needed(diff: Difference, effect: float, alpha: float, target: float = TARGET_POWER) -> Needed:
     """Seeds that would detect `effect` with `target` power, from the spread this difference shows."""
-    ns = np.arange(MIN_SEEDS, MAX_SEEDS + 1)
+    ns = np.arange(FEWEST_SEEDS, MAX_SEEDS + 1)
     if diff.method == "paired" and diff.sd > 0:
         power = lambda: paired_power(effect, diff.sd, ns, alpha)  # noqa: E731
     elif diff.method == "welch" and (diff.sd > 0 or diff.sd_b > 0):

@@ -1,6 +1,6 @@
 """The CPU protocol's rules, applied to the pilot runs: `python -m analysis.protocol`.
 
-The rules were written down (README, "The CPU protocol") before any of the four sweeps ran;
+The rules were written down (docs/protocol.md) before any of the four sweeps ran;
 this module only applies them to what the pilot measured, so the decision can be checked
 and repeated. The pilot: L1+cGAN with the 70x70 PatchGAN (the paper's baseline), seeds 0
 and 1 side by side (one thread each), constant learning rate, scored every epoch; MLflow
@@ -15,13 +15,17 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
-from analysis.power import first_reaching, paired_power
+from analysis.findings import ALPHA
+from analysis.power import FEWEST_SEEDS, MAX_SEEDS, TARGET_POWER, first_reaching, paired_power
 from p2p import contract, tracking
 from p2p.errors import UserError
+from p2p.sweep.estimate import EPOCH_OVERHEAD_S, TRIAL_SETUP_S, WORKER_START_S
+from p2p.tracker import FINISHED
 
 PLATEAU_GAIN = 0.005  # FCN IoU gained over the next two epochs below which the curve has levelled off
-SMALLEST_EFFECT = 0.01  # FCN IoU difference a sweep should be able to detect
-POWER, ALPHA = 0.80, 0.05
+SMALLEST_EFFECT = contract.FCN_IOU.effect  # the FCN IoU difference a sweep should be able to detect (0.01)
+# Rule 3's floor: a cell runs at least 4 seeds, a choice of the protocol. Not analysis.power.FEWEST_SEEDS (2),
+# another fact: the fewest seeds a paired t-test can use, where the search for a power's n starts.
 MIN_SEEDS, MIN_EPOCHS = 4, 4
 BUDGET_S = 60 * 60  # per sweep, on this 2-core machine
 WORKERS = 2
@@ -33,7 +37,9 @@ SMALL_MIN_IOU = 0.15  # ... if the FCN scorer at SMALL scores the real test phot
 TEST_IMAGES = 106
 SUBSETS = (106, 53, 32)  # images scored at intermediate epochs: the largest whose cost fits
 EVAL_SHARE = 0.12  # of an epoch's training time (the issue allows 15% of a run)
-SETUP_S = 15.0  # per run: decoding, building the nets, the MLflow run (measured: README, "Sweeps")
+# A run's set-up and per-epoch overhead, and a worker's start, are p2p.sweep.estimate's constants (measured on
+# this lab's 2-core CPU, as `p2p sweep --dry-run` counts them). The 15 s per run this module used before cited
+# a measurement the README never gave; the measured constants leave the rules' decisions as they were.
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,7 @@ class Pilot:
 def load_pilot(size: int, experiment: str = "protocol-pilot") -> Pilot:
     runs = [r for r in tracking.find_runs(experiment) if r.run_name.startswith(f"pilot-{size} ")
             or r.params.get("name") == f"pilot-{size}"]
-    runs = [r for r in runs if r.status == "FINISHED"]
+    runs = [r for r in runs if r.status == FINISHED]
     if len(runs) < 2:
         raise UserError(f"experiment '{experiment}': {len(runs)} finished pilot-{size} runs in "
                         f"{tracking.tracking_uri()} (expected 2: run the pilot first)")
@@ -83,18 +89,19 @@ def plateau_epoch(iou: dict[int, list[float]]) -> tuple[int, bool]:
     return last, False
 
 
-def seeds_for_power(sd_difference: float, effect: float, alpha: float, power: float = POWER) -> int | None:
+def seeds_for_power(sd_difference: float, effect: float, alpha: float, power: float = TARGET_POWER) -> int | None:
     """Seeds a paired t-test (two-sided, level alpha) needs to detect `effect` with `power` (noncentral t)."""
     if not sd_difference > 0:
         return None
-    n = np.arange(2, 1001)
+    n = np.arange(FEWEST_SEEDS, MAX_SEEDS + 1)
     return first_reaching(paired_power(effect, sd_difference, n, alpha), power)
 
 
 def sweep_seconds(cells: int, seeds: int, epochs: int, pilot: Pilot, subset_eval_s: float) -> float:
     """Wall time of cells x seeds runs on two workers, each run `epochs` epochs scored every epoch."""
-    run = SETUP_S + epochs * pilot.epoch_s + (epochs - 1) * subset_eval_s + pilot.final_eval_s
-    return math.ceil(cells * seeds / WORKERS) * run
+    run = (TRIAL_SETUP_S + epochs * (pilot.epoch_s + EPOCH_OVERHEAD_S) + (epochs - 1) * subset_eval_s
+           + pilot.final_eval_s)
+    return WORKER_START_S + math.ceil(cells * seeds / WORKERS) * run
 
 
 @dataclass(frozen=True)

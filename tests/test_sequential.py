@@ -12,7 +12,7 @@ from scipy import integrate, stats
 
 from analysis import paper
 from analysis.findings import ALPHA
-from analysis.power import first_reaching, load_effect_sizes, paired_power
+from analysis.power import FEWEST_SEEDS, MAX_SEEDS, first_reaching, load_effect_sizes, paired_power
 from analysis.sequential import (
     ABOVE,
     BELOW,
@@ -137,7 +137,7 @@ def test_a_sweep_of_four_claims_stays_family_wise_at_alpha():
 
 
 def test_a_true_effect_of_one_sd_is_resolved_within_1_5x_the_seeds_a_fixed_design_plans():
-    planned = first_reaching(paired_power(1.0, 1.0, np.arange(2, 1001), ALPHA))
+    planned = first_reaching(paired_power(1.0, 1.0, np.arange(FEWEST_SEEDS, MAX_SEEDS + 1), ALPHA))
     assert planned == 10
     rng = np.random.default_rng(1903)
     sd, horizon = 3 * EFFECT, 80  # d = 1, three times the smallest effect (not negligible)
