@@ -82,15 +82,18 @@ bench:
 fcn:
 	$(PY) -m p2p fcn fit experiments/facades.yaml --scale $(or $(SCALE),cpu)
 
-# Sweeps (README, "Write a sweep"): run, resume, or join a sweep. SCALE=cpu|paper (default: paper
-# where CUDA is present, else cpu), WORKERS=N (default: one per GPU, else one per CPU core),
-# STORAGE=postgresql://... to share one sweep between machines (README, "Scale to many machines").
+# Sweeps (docs/sweeps.md, "Write a sweep"): `make sweep-NAME` runs, resumes, or joins sweeps/NAME.yaml, one
+# target for each spec there (sweep-patchsize, sweep-loss, sweep-generator, sweep-tricks, sweep-search-lr-l1, ...).
+# SCALE=cpu|paper (default: paper where CUDA is present, else cpu), WORKERS=N (default: one per GPU, else one
+# per CPU core), STORAGE=postgresql://... to share one sweep between machines (docs/sweeps.md, "Scale to many
+# machines").
 SWEEP_ARGS = $(if $(SCALE),--scale $(SCALE)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(STORAGE),--storage $(STORAGE))
-.PHONY: sweep-patchsize sweep-loss sweep-generator sweep-tricks
-sweep-patchsize sweep-loss sweep-generator sweep-tricks:
+SWEEP_TARGETS := $(patsubst sweeps/%.yaml,sweep-%,$(wildcard sweeps/*.yaml))
+.PHONY: $(SWEEP_TARGETS)
+$(SWEEP_TARGETS):
 	$(PY) -m p2p sweep sweeps/$(@:sweep-%=%).yaml $(SWEEP_ARGS)
 
-# Reports (README, "Read a report"): reports/<SWEEP>/report.html and report.md, also logged on
+# Reports (docs/reports.md, "Read a report"): reports/<SWEEP>/report.html and report.md, also logged on
 # the sweep's parent run. SCALE picks which scale's runs (default: the newest sweep's).
 .PHONY: report
 report:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import yaml
 
@@ -86,8 +85,3 @@ def comparison_note(dataset: str | None, tables: dict | None = None) -> str:
         return notes["same_dataset"]
     return notes["other_dataset"]
 
-
-def sweep_dataset(params: Iterable[dict[str, str]]) -> str | None:
-    """The one `data.dataset` of a sweep's runs (their MLflow params), or None when they name none or several."""
-    names = {p.get("data.dataset") for p in params} - {None}
-    return names.pop() if len(names) == 1 else None

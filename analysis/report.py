@@ -156,7 +156,7 @@ def build_report(sweep: str, scale: str | None = None, out_root: Path = Path("re
     if log and runs.parent_run_id:
         from p2p import tracking
 
-        tracking.log_artifacts(runs.parent_run_id, out, "report")
+        tracking.log_artifacts(runs.parent_run_id, out, contract.REPORT_DIR)
     return out
 
 

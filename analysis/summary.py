@@ -1,7 +1,8 @@
 """`python -m analysis.summary results/cpu`: every sweep's findings in one Markdown table.
 
 Reads results/cpu/*/findings.json (written by `python -m analysis SWEEP --out results/cpu`) and
-prints one row per claim, then the verdicts counted: what the README's "What the lab found" is made from.
+prints one row per claim, then the verdicts counted: what docs/findings.md (and the README's short
+"What the lab found") is made from.
 The verdict reads the anytime-valid interval; the 95% column is the fixed-n t-interval, descriptive.
 """
 

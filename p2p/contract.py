@@ -1,4 +1,7 @@
-"""The names p2p shares with its users, reports and checks, each defined once (DESIGN.md, "MLflow names").
+"""The names p2p shares with its users, reports and checks, each defined once.
+
+They follow "MLflow names" in the lab's design notes (`../shared/DESIGN.md`, beside the repository and not
+shipped with it); the README's "Changing the code" and docs/ say the same for users.
 
 Scores (key, label, direction, the `eval.metrics` entry that computes it), training losses, tags
 and trial attributes, artifact names, and how experiments, runs and studies are named. Standard
@@ -44,7 +47,7 @@ class Score:
 # (reports and `p2p sweep --dry-run` print the seeds that detect them with 80% power):
 # - FCN scores are fractions in [0, 1]; the paper's Tables 1-3 print two decimals, so a difference
 #   under 0.01 is below anything the paper reports. LPIPS and SSIM are read on [0, 1] too.
-# - PSNR is in dB; 0.25 dB is about 2% of the 13 dB a CPU-scale facades run scores (README, "Scales").
+# - PSNR is in dB; 0.25 dB is about 2% of the 13 dB a CPU-scale facades run scores (docs/configs.md, "Scales").
 # - L1 is the mean absolute error on the generator's [-1, 1] scale (a range of 2); 0.005 is a quarter
 #   of a percent of that range: L1 moves little between cells (every cell but GAN-only trains on it).
 # KID and FID are off by default (an Inception pass over outputs and targets, slow on a CPU) and are
@@ -69,7 +72,6 @@ METRICS = tuple(dict.fromkeys(s.metric for s in SCORES))  # the `eval.metrics` e
 DEFAULT_METRICS = tuple(dict.fromkeys(s.metric for s in SCORES if s.default))
 DEFAULT_KEYS = tuple(s.key for s in SCORES if s.default)  # what a default `eval.metrics` logs
 OBJECTIVES = tuple(s.key for s in SCORES if s.objective)
-RANKED = tuple(s for s in SCORES if s.direction is not None)  # the scores with a better side
 REPORTED = tuple(s for s in SCORES if s.default)  # the report's score table and figure
 
 

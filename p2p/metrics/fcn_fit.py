@@ -42,7 +42,7 @@ LABELS_TO_PHOTO = "BtoA"  # pix2pix releases put the label map in the B (right) 
 
 @dataclass(frozen=True)
 class FitSettings:
-    """How the segmenter is fine-tuned on the train split's real photos (measured costs: see README, "Scores")."""
+    """How the segmenter is fine-tuned on the train split's real photos (measured costs: docs/scores.md, "The FCN scorer")."""
 
     epochs: Optional[int] = None  # None: 10 at 128x128 and below, else 4 (see `epochs_for`)
     batch_size: int = 8
