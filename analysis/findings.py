@@ -33,6 +33,7 @@ from analysis.sequential import (
 )
 from analysis.stats import Difference, compare, holm
 from p2p import contract
+from p2p.sweep.claims import Findings
 
 ALPHA = 0.05  # family-wise, over the claims of one sweep
 
@@ -335,21 +336,27 @@ def _num(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
-# ---------------------------------------------------------------- for `p2p sweep --dry-run`
+# ---------------------------------------------------------------- for `p2p sweep` (--dry-run, --until-resolved)
 
 
-def plan_lines(spec, scale: str) -> list[str]:
-    """The verdicts so far and the seeds power asks for, one line per claim; [] while no run has finished."""
+def read_findings(spec, scale: str) -> Findings:
+    """What the sweep's finished runs say about its claims, for `p2p sweep` (its dry run and --until-resolved):
+    every claim open (no lines) while no run has finished. A grid spec only."""
     from analysis.load import load_sweep
     from p2p import tracking
 
-    if spec.search is not None or not tracking.store_exists() or not tracking.experiment_exists(spec.name):
-        return []
-    runs = load_sweep(spec.name, scale, spec=spec)
+    if tracking.store_exists() and tracking.experiment_exists(spec.name):
+        runs = load_sweep(spec.name, scale, spec=spec)
+    else:  # nothing tracked yet: read nothing (and create no store)
+        runs = SweepRuns(spec.name, scale, None, [c.name for c in spec.cells], list(spec.seeds_for(scale)),
+                         spec.objective, spec.direction, pd.DataFrame(columns=["cell", "seed", "status"]))
     if runs.finished.empty:
-        return []
+        claims = claims_for(runs)
+        return Findings(len(claims), frozenset(c for claim in claims for c in (claim.better, claim.worse)), ())
     metric = comparison_metric(runs)
-    return findings_lines(judge_all(runs, metric), metric, len(runs.finished))
+    results = judge_all(runs, metric)
+    return Findings(len(results), frozenset(open_cells(results)),
+                    tuple(findings_lines(results, metric, len(runs.finished))))
 
 
 def findings_lines(results: list[ClaimResult], metric: str, finished: int) -> list[str]:

@@ -39,6 +39,8 @@ def _shared_options() -> dict[str, argparse.ArgumentParser]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from p2p.sweep import rounds  # light (no torch, no optuna): its default goes into --help
+
     parser = Parser(prog="p2p", description="pix2pix ablation lab")
     sub = parser.add_subparsers(dest="command", required=True)
     opt = _shared_options()
@@ -97,6 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "postgresql://... for many machines)")
     p.add_argument("--name", default=None, help="run the spec under another sweep name (a new study and experiment)")
     p.add_argument("--dry-run", action="store_true", help="print the cells x seeds and an estimate of the time; run nothing")
+    p.add_argument("--until-resolved", action="store_true",
+                   help="run seeds in rounds until every claim is reproduced, reversed or negligible (anytime-valid "
+                        "verdicts); each round gives seeds only to the cells of open claims")
+    p.add_argument("--max-seeds", type=int, default=None, metavar="N",
+                   help=f"with --until-resolved: at most N seeds per cell (default {rounds.DEFAULT_MAX_SEEDS})")
+    p.add_argument("--budget", default=None, metavar="DURATION",
+                   help="with --until-resolved: start no round that would end past this much wall time "
+                        "(e.g. 150m, 2.5h, 900s)")
     p.add_argument("--retry-failed", action="store_true", help="queue the trials that failed (NaN, bad config) again")
     p.add_argument("--heartbeat", type=int, default=10, metavar="SECONDS",
                    help="worker heartbeat; a trial silent for 3 heartbeats is re-run (default 10)")
@@ -225,7 +235,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
         return worker_main(args.spec, args.scale, args.storage, args.overrides, args.name, args.heartbeat, args.threads,
                            not args.no_progress, max(1, pack))
+    from analysis.findings import read_findings  # the CLI is the one floor that reaches both p2p and analysis
     from p2p.sweep.driver import SweepOptions, run_sweep
+    from p2p.sweep.rounds import DEFAULT_MAX_SEEDS, Rounds, parse_duration, run_until_resolved
 
     if args.workers < 0:
         raise UserError(f"--workers {args.workers}: expected a count >= 1 (or 0 for one per GPU or CPU core)")
@@ -233,7 +245,16 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                            overrides=tuple(args.overrides),
                            name=args.name, retry_failed=args.retry_failed, heartbeat_s=args.heartbeat,
                            progress=not args.no_progress)
-    return run_sweep(args.spec, options, dry_run=args.dry_run)
+    if not args.until_resolved:
+        for flag, value in (("--max-seeds", args.max_seeds), ("--budget", args.budget)):
+            if value is not None:
+                raise UserError(f"{flag}: only with --until-resolved")
+        return run_sweep(args.spec, options, dry_run=args.dry_run, findings=read_findings)
+    if args.max_seeds is not None and args.max_seeds < 2:
+        raise UserError(f"--max-seeds {args.max_seeds}: expected a count of seeds >= 2")
+    rounds = Rounds(max_seeds=args.max_seeds or DEFAULT_MAX_SEEDS,
+                    budget_s=parse_duration(args.budget, "--budget") if args.budget is not None else None)
+    return run_until_resolved(args.spec, options, rounds, read_findings, dry_run=args.dry_run)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

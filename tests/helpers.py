@@ -108,8 +108,9 @@ def start(cmd: list[str], cwd: Path, env: dict, log: Path) -> subprocess.Popen:
 
 
 def kill_mid_trial(proc: subprocess.Popen, spec_path: Path, storage: str, cells: set[str], log: Path,
-                   out_dir: Path | None = None, timeout: float = 120) -> dict:
-    """SIGKILL the sweep once one of its trials (one with a checkpoint in `out_dir`) has epochs still to go."""
+                   out_dir: Path | None = None, timeout: float = 120, min_seed: int = 0) -> dict:
+    """SIGKILL the sweep once one of its trials (one with a checkpoint in `out_dir`, of a seed >= `min_seed`)
+    has epochs still to go."""
     spec = load_spec(spec_path)
     out_dir = out_dir or spec_path.parent / "runs"
     store = studies.open_storage(storage)
@@ -125,7 +126,8 @@ def kill_mid_trial(proc: subprocess.Popen, spec_path: Path, storage: str, cells:
             epoch = trial.user_attrs.get(studies.EPOCH, 0)
             cell, seed = trial.user_attrs.get(studies.CELL), trial.user_attrs.get(studies.SEED)
             folder = run_dir(out_dir, spec.name, "cpu", str(cell), int(seed or 0))
-            if cell in cells and 1 <= epoch <= SWEEP_EPOCHS - 2 and (folder / "checkpoint.pt").is_file():
+            if cell in cells and int(seed or 0) >= min_seed and 1 <= epoch <= SWEEP_EPOCHS - 2 \
+                    and (folder / "checkpoint.pt").is_file():
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
                 state = torch.load(folder / "checkpoint.pt", map_location="cpu", weights_only=True)

@@ -161,7 +161,9 @@ def test_dry_run_of_a_sweep_with_finished_runs(mlflow_uri, tiny_overrides, tmp_p
         "name": "patchsize", "base": str(ROOT / "experiments" / "facades.yaml"), "seeds": 3,
         "factor": {"key": "model.discriminator.patch", "cell_name": "{value}x{value}"}, "cells": [1, 16, 70, 286],
         "objective": {"metric": "eval/ssim"}, "scales": {"paper": {"set": tiny}}}))
-    assert run_sweep(spec, SweepOptions(scale="paper", workers=1), dry_run=True) == 0
+    from analysis.findings import read_findings
+
+    assert run_sweep(spec, SweepOptions(scale="paper", workers=1), dry_run=True, findings=read_findings) == 0
     out = capsys.readouterr().out.splitlines()
     at = out.index("  findings so far on FCN class IoU (11 finished runs): 0 reproduced, 0 reversed, 0 negligible, "
                    "4 not resolved of 4 claims; anytime-valid intervals at alpha 0.05/4 (negligible within +-0.01); "
@@ -169,9 +171,10 @@ def test_dry_run_of_a_sweep_with_finished_runs(mlflow_uri, tiny_overrides, tmp_p
     assert out[at + 1].startswith("    70x70 vs 1x1: same direction, not resolved, +0.123 unbounded (paired over 3 "
                                   "seeds); seeds needed 3, 7")
     assert "same direction, not resolved" in out[at + 2] and out[at + 5].startswith("estimate: ")
-    from analysis.findings import plan_lines
+    from analysis.findings import read_findings
 
-    assert plan_lines(load_spec(spec), "cpu") == []  # no runs at that scale
+    fresh = read_findings(load_spec(spec), "cpu")  # no runs at that scale: every claim open, nothing to print
+    assert fresh.lines == () and fresh.claims == 4 and fresh.open_cells == {"1x1", "16x16", "70x70", "286x286"}
 
 
 def test_unknown_sweep_is_a_one_line_error(mlflow_uri, capsys):

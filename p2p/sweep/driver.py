@@ -21,6 +21,7 @@ from pathlib import Path
 from p2p import contract
 from p2p.config import RunConfig
 from p2p.errors import UserError
+from p2p.sweep.claims import FindingsReader
 from p2p.sweep.spec import SweepJob, SweepSpec, TrialKey, check_cli_overrides, grid, load_spec, trial_config
 
 POLL_S = 3.0  # seconds between looks at the study (a finished trial's line appears within this)
@@ -111,6 +112,7 @@ def _gpu_count() -> int:
 
 def make_plan(spec: SweepSpec, scale: str, overrides: list[str]) -> Plan:
     """Resolve every cell's config now, so a typo stops the sweep before any worker starts."""
+    check_cli_overrides(spec, overrides)
     configs, invalid = {}, {}
     seed = spec.seeds_for(scale)[0]
     cells = [(c.name, c.overrides) for c in spec.cells] or [("base", {})]
@@ -137,22 +139,44 @@ def make_plan(spec: SweepSpec, scale: str, overrides: list[str]) -> Plan:
 # ---------------------------------------------------------------- the command
 
 
-def run_sweep(spec_path: str | Path, options: SweepOptions, dry_run: bool = False) -> int:
+def run_sweep(spec_path: str | Path, options: SweepOptions, dry_run: bool = False,
+              findings: FindingsReader | None = None) -> int:
+    """Run (or resume) every trial of the spec; `findings` gives the dry run its verdicts so far."""
     spec = load_spec(spec_path, options.name)
-    overrides = list(options.overrides)
-    check_cli_overrides(spec, overrides)
-    scale = resolve_scale(options.scale)
-    plan = make_plan(spec, scale, overrides)
+    plan = make_plan(spec, resolve_scale(options.scale), list(options.overrides))
+    if dry_run:
+        print(describe(plan, options, findings))
+        return 0
+    return run_trials(spec_path, plan, options)
+
+
+def describe(plan: Plan, options: SweepOptions, findings: FindingsReader | None) -> str:
+    """The dry run's table of trials, the verdicts so far (when `findings` can read them) and the time estimate."""
+    from p2p.sweep import study as studies
+    from p2p.sweep.estimate import describe_plan
+
     pack = resolve_pack(options.pack)
     workers, threads = resolve_workers(options.workers, math.ceil(plan.trial_count / pack))
     url = options.storage or default_storage_url()
-    if dry_run:
-        from p2p.sweep import study as studies
-        from p2p.sweep.estimate import describe_plan
+    lines = findings_so_far(findings, plan) if plan.spec.search is None else []
+    return describe_plan(plan, studies.find(url, plan.spec, plan.scale), url, workers, threads, pack, lines)
 
-        print(describe_plan(plan, studies.find(url, spec, scale), url, workers, threads, pack))
-        return 0
 
+def findings_so_far(findings: FindingsReader | None, plan: Plan) -> list[str]:
+    if findings is None:
+        return []
+    try:
+        return list(findings(plan.spec, plan.scale).lines)
+    except Exception as exc:  # an unreachable store must not stop a dry run
+        return [f"  findings so far: cannot read the tracking store ({type(exc).__name__}: {exc})"[:300]]
+
+
+def run_trials(spec_path: str | Path, plan: Plan, options: SweepOptions) -> int:
+    """Start the workers on the plan's trials (those not yet finished), show progress, print the summary."""
+    spec, scale, overrides = plan.spec, plan.scale, list(options.overrides)
+    pack = resolve_pack(options.pack)
+    workers, threads = resolve_workers(options.workers, math.ceil(plan.trial_count / pack))
+    url = options.storage or default_storage_url()
     job = SweepJob(spec, scale, url, tuple(overrides), options.heartbeat_s, threads, options.progress, pack)
     # MLflow prints a link per finished run when it talks to a server: dozens of lines in a sweep.
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
@@ -347,15 +371,14 @@ def summary(plan: Plan, study) -> str:
     failures = []
     if spec.search is None:
         states = studies.key_states(study, plan.keys)
-        seeds = spec.seeds_for(plan.scale)
         lines.append(f"  {'cell':28s} {'seeds':>7s}  {'mean':>8s}  {'sd':>7s}  values")
         for cell in spec.cells:
-            cell_states = [states[TrialKey(cell.name, s)] for s in seeds]
+            cell_states = [state for key, state in states.items() if key.cell == cell.name]
             values = [s.trial.value for s in cell_states if s.state == "done" and s.trial.value is not None]
             mean = f"{statistics.fmean(values):.4f}" if values else "-"
             sd = f"{statistics.stdev(values):.4f}" if len(values) > 1 else "-"
             shown = " ".join(f"{v:.4f}" for v in values)
-            lines.append(f"  {cell.name:28s} {len(values):>3d} / {len(seeds):<2d} {mean:>8s}  {sd:>7s}  {shown}")
+            lines.append(f"  {cell.name:28s} {len(values):>3d} / {len(cell_states):<2d} {mean:>8s}  {sd:>7s}  {shown}")
             failures += [f"{s.key.label}: {s.reason.splitlines()[0][:300]}" for s in cell_states if s.state == "failed"]
     else:
         trials = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]

@@ -25,8 +25,10 @@ SCORE_S_PER_IMAGE_128 = 0.2  # per test image at 128x128: generate, FCN, LPIPS, 
 MEASURE_STEPS, MEASURE_BUDGET_S = 3, 3.0  # at least 3 steps; up to 10 while they take under 1 s in all
 
 
-def describe_plan(plan, study, url: str, workers: int, threads: int, pack: int = 1) -> str:
-    """The table of trials (with their state when the study exists) and the estimated wall time."""
+def describe_plan(plan, study, url: str, workers: int, threads: int, pack: int = 1,
+                  findings: list[str] | None = None) -> str:
+    """The table of trials (with their state when the study exists), the findings so far (lines the caller
+    read) and the estimated wall time."""
     from p2p.sweep import study as studies
 
     spec = plan.spec
@@ -36,9 +38,12 @@ def describe_plan(plan, study, url: str, workers: int, threads: int, pack: int =
     step_s = {cell: measure_step_seconds(cfg, threads) for cell, cfg in plan.configs.items()}
     run_s = {cell: run_seconds(cfg, step_s[cell]) for cell, cfg in plan.configs.items()}
     if spec.search is None:
-        seeds = spec.seeds_for(plan.scale)
+        seeds = sorted({key.seed for key in plan.keys})  # the spec's, and any that rounds of seeds added
         states = studies.key_states(study, plan.keys) if study is not None else {}
-        lines.append(f"  {len(spec.cells)} cells x {len(seeds)} seeds = {len(plan.keys)} trials")
+        lines.append(f"  {len(spec.cells)} cells x {len(seeds)} seeds = {len(plan.keys)} trials"
+                     if len(plan.keys) == len(spec.cells) * len(seeds) else
+                     f"  {len(spec.cells)} cells, {len(plan.keys)} trials over seeds {seeds[0]}-{seeds[-1]}")
+        planned = set(plan.keys)
         width = max(len(c.name) for c in spec.cells) + 2
         header = f"  {'cell':{width}s}" + "".join(f"{'seed' + str(s):>8s}" for s in seeds)
         lines.append(header + f"{'step':>9s}{'run':>9s}  overrides")
@@ -46,6 +51,9 @@ def describe_plan(plan, study, url: str, workers: int, threads: int, pack: int =
         for cell in spec.cells:
             row = f"  {cell.name:{width}s}"
             for seed in seeds:
+                if TrialKey(cell.name, seed) not in planned:
+                    row += f"{'-':>8s}"
+                    continue
                 state = states.get(TrialKey(cell.name, seed))
                 label = state.state if state is not None else "todo"
                 row += f"{label.replace('missing', 'todo'):>8s}"
@@ -65,27 +73,16 @@ def describe_plan(plan, study, url: str, workers: int, threads: int, pack: int =
                      f"pruner {search.pruner}")
         lines.append(f"  one run: {step_s['base'] * 1000:.0f} ms a step, {run_s['base'] / 60:.1f} min unpruned")
         todo = [run_s["base"]] * max(0, search.trials - done)
-    if spec.search is None:
-        lines += _findings_lines(spec, plan.scale)
+    lines += findings or []
     # A pack's trials are counted as if they ran in turn (true on the CPU; a GPU overlaps them: faster)
     wall = schedule_seconds(todo, workers)
     packing = f" x {pack} trials packed (timed as if in turn)" if pack > 1 else ""
     lines.append(f"estimate: {len(todo)} trials to run on {workers} worker{'s' if workers > 1 else ''}{packing} x "
-                 f"{threads} thread{'s' if threads > 1 else ''}: about {_minutes(wall)}")
+                 f"{threads} thread{'s' if threads > 1 else ''}: about {wall_time_text(wall)}")
     lines.append(f"  (training steps measured just now on this machine, one process at a time, {MEASURE_STEPS}+ per "
                  f"cell at {threads} thread{'s' if threads > 1 else ''}; plus start-up and scoring per run from "
                  f"constants measured on a 2-core CPU, {SCORE_S_PER_IMAGE_128:.2f} s per scored 128x128 image)")
     return "\n".join(lines)
-
-
-def _findings_lines(spec, scale: str) -> list[str]:
-    """Each claim's verdict so far and the seeds power asks for ([] while the tracking store has no finished run)."""
-    from analysis.findings import plan_lines  # lazily: only the dry run reads what the runs found
-
-    try:
-        return plan_lines(spec, scale)
-    except Exception as exc:  # an unreachable store must not stop a dry run
-        return [f"  findings so far: cannot read the tracking store ({type(exc).__name__}: {exc})"[:300]]
 
 
 def run_seconds(cfg: RunConfig, step_s: float) -> float:
@@ -154,7 +151,7 @@ def measure_step_seconds(cfg: RunConfig, threads: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def _minutes(seconds: float) -> str:
+def wall_time_text(seconds: float) -> str:
     if seconds < 90:
         return f"{seconds:.0f} s"
     if seconds < 3 * 3600:

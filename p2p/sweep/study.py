@@ -259,6 +259,19 @@ def key_of(trial: FrozenTrial) -> TrialKey | None:
     return TrialKey(str(trial.user_attrs[CELL]), int(trial.user_attrs[SEED]))
 
 
+def queued_keys(study: optuna.Study) -> list[TrialKey]:
+    """Every (cell, seed) some trial of the study carries, in the order first queued (rounds of seeds add keys
+    beyond the spec's grid)."""
+    keys = (key_of(t) for t in study.get_trials(deepcopy=False))
+    return list(dict.fromkeys(k for k in keys if k is not None))
+
+
+def seconds_taken(state: KeyState) -> float | None:
+    """How long a done trial took in its worker (None if not done or not recorded)."""
+    took = state.trial.user_attrs.get(SECONDS) if state.state == "done" and state.trial is not None else None
+    return float(took) if took is not None else None
+
+
 def failure_reason(trial: FrozenTrial) -> str:
     """Why a FAIL trial failed: the recorded reason, or its worker having stopped."""
     if FAILURE in trial.user_attrs:
