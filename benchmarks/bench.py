@@ -11,8 +11,12 @@ it held in memory (p2p before memory-mapped splits) with the memory-mapped decod
 peak resident memory, decode time, and the loader's time per training batch. Its default
 (`--data-pairs 2000`, 286x286, ~1 GB decoded) keeps the bench at minutes; the README's
 numbers come from `--data-pairs 20000` (~9.8 GB decoded, more than a 2-core CI machine
-should hold twice), run alone: `python -m benchmarks.bench --skip train,score,tracking,startup
+should hold twice), run alone: `python -m benchmarks.bench --skip train,score,tracking,startup,sweep,epoch
 --data-pairs 20000`.
+
+The sweep view (several trials together on one device) and real epochs through `p2p train` are
+benchmarks.throughput's; the settings, variants and the step they time are benchmarks.steps'.
+On CUDA each step's row also counts its kernels and the GPU's busy share (torch.profiler).
 
 Results go to `reports/bench/bench-<time>.json` (and `latest.json`, `latest.md`).
 """
@@ -29,99 +33,16 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-FACADES = ROOT / "experiments" / "facades.yaml"
-
-
-@dataclass(frozen=True)
-class Setting:
-    name: str
-    scale: str  # experiments/scales/<scale>.yaml
-    crop: int
-    ngf: int
-
-
-SETTINGS = (Setting("paper 256 batch 1", "paper", 256, 64), Setting("cpu scale 128", "cpu", 128, 32))
-
-# variant -> (uses the trainer's step functions, precision, channels_last, compile, malloc tuning)
-_P2P = dict(tuned=True, precision="fp32", channels_last=False, compile=False, malloc=True)
-VARIANTS = {
-    "baseline": dict(tuned=False, precision="fp32", channels_last=False, compile=False, malloc=False),
-    "p2p fp32": _P2P,
-    "p2p bf16": _P2P | dict(precision="bf16"),
-    # one tuning removed: what the allocator settings contribute
-    "p2p fp32 without malloc tuning": _P2P | dict(malloc=False),
-    # what did not help here before, re-measured
-    "p2p fp32 + channels_last": _P2P | dict(channels_last=True),
-    "p2p fp32 + compile": _P2P | dict(compile=True),
-}
-
+from benchmarks.steps import CUDA_ONLY, FACADES, ROOT, SETTINGS, VARIANTS, Setting, Step, build_step, synchronizer, warm_up
 
 # ---------------------------------------------------------------- one measurement (in a subprocess)
 
 
 def measure_iteration(setting: Setting, variant: str, device_name: str, max_iters: int, budget_s: float) -> dict:
-    import torch
-
-    from p2p import runtime
-    from p2p.config import load_config
-    from p2p.models import create_discriminator, create_generator
-    from p2p.step import set_requires_grad
-    from p2p.trainer import TrainingState
-
-    v = VARIANTS[variant]
-    device = torch.device(device_name)
-    overrides = {"runtime.precision": v["precision"], "runtime.channels_last": v["channels_last"],
-                 "runtime.compile": v["compile"], "runtime.malloc_tuning": v["malloc"], "runtime.device": device.type}
-    cfg = load_config(FACADES, overrides, scale=setting.scale)
-    runtime.configure(cfg.runtime, cfg.seed)
-    fmt = torch.channels_last if v["channels_last"] else torch.contiguous_format
-    G = create_generator(cfg).to(device, memory_format=fmt)
-    D = create_discriminator(cfg).to(device, memory_format=fmt)
-    x = torch.rand(1, 3, setting.crop, setting.crop, device=device).mul(2).sub(1).to(memory_format=fmt)
-    y = torch.rand(1, 3, setting.crop, setting.crop, device=device).mul(2).sub(1).to(memory_format=fmt)
-
-    if v["tuned"]:  # p2p's own step, as the trainer runs it (p2p.step.train_step)
-        state = TrainingState(cfg, device, with_data=False)
-
-        def step():
-            state.stepper(x, y, 0.0)
-    else:
-        opt_G = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
-        opt_D = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
-        bce, l1 = torch.nn.BCEWithLogitsLoss(), torch.nn.L1Loss()
-
-        def step():  # the reference's optimize_parameters(), written out
-            fake = G(x)
-            set_requires_grad(D, True)
-            opt_D.zero_grad()
-            pred_fake = D(torch.cat((x, fake.detach()), 1))
-            pred_real = D(torch.cat((x, y), 1))
-            loss_D = (bce(pred_fake, torch.zeros_like(pred_fake)) + bce(pred_real, torch.ones_like(pred_real))) * 0.5
-            loss_D.backward()
-            opt_D.step()
-            set_requires_grad(D, False)
-            opt_G.zero_grad()
-            pred_fake = D(torch.cat((x, fake), 1))
-            loss_G = bce(pred_fake, torch.ones_like(pred_fake)) + 100.0 * l1(fake, y)
-            loss_G.backward()
-            opt_G.step()
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    # Up to 3 warm-up steps (compilation, allocator), fewer for a variant that is slow anyway.
-    warmup_start = time.perf_counter()
-    for _ in range(3):
-        step()
-        sync()
-        if time.perf_counter() - warmup_start > budget_s / 3:
-            break
-    warmup = time.perf_counter() - warmup_start
+    step, sync = build_step(setting, variant, device_name), synchronizer(device_name)
+    warmup = warm_up(step, sync, variant, budget_s)
     times: list[float] = []
     start = time.perf_counter()
     while len(times) < max_iters and (len(times) < 3 or time.perf_counter() - start < budget_s):
@@ -130,15 +51,36 @@ def measure_iteration(setting: Setting, variant: str, device_name: str, max_iter
         sync()
         times.append(time.perf_counter() - t)
     median = statistics.median(times)
-    result = {"setting": setting.name, "variant": variant, "device": device.type, "iters": len(times),
+    device = device_name.split(":")[0]
+    result = {"setting": setting.name, "variant": variant, "device": device, "iters": len(times),
               "ms_per_iter": median * 1000, "img_per_s": 1.0 / median, "warmup_s": warmup,
               "spread_ms": [min(times) * 1000, max(times) * 1000]}
     if variant == "baseline":
         result["flops_per_iter"] = count_flops(step)
+    if device == "cuda":
+        result |= profile_kernels(step, sync)
+        # over the step's time measured without the profiler (which slows the host, not the GPU)
+        result["gpu_busy_share"] = result["gpu_busy_ms_per_iter"] / result["ms_per_iter"]
     return result
 
 
-def count_flops(step) -> int:
+def profile_kernels(step: Step, sync: Step, steps: int = 5) -> dict:
+    """CUDA kernels launched per step and the GPU's busy time per step (the kernels' durations added up).
+    Over the unprofiled step time this is the share of the step the GPU works: a batch-1 step far below
+    100% waits on the host's launches, which is what one CUDA graph per step removes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    sync()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(steps):
+            step()
+        sync()
+    kernels = [e for e in prof.events() if e.device_type.name == "CUDA" and not e.name.startswith(("Memcpy", "Memset"))]
+    busy_us = sum(e.device_time_total for e in kernels)
+    return {"kernels_per_iter": len(kernels) / steps, "gpu_busy_ms_per_iter": busy_us / 1000 / steps}
+
+
+def count_flops(step: Step) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
@@ -484,8 +426,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2, help="alternating rounds of baseline and tuned variants")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated variant names")
     parser.add_argument("--settings", default="paper,cpu", help="which settings: paper, cpu")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: train, score, tracking, startup, "
-                        "data")
+    parser.add_argument("--skip", default="", help="comma-separated parts to skip: " + ", ".join(PARTS))
+    parser.add_argument("--devices", default="auto", help="comma-separated: cpu, cuda (auto: the CPU, and CUDA if present)")
+    parser.add_argument("--sweep-seconds", type=float, default=20.0, help="sweep view: seconds timed per configuration")
+    parser.add_argument("--sweep-counts", default="1,2,4,8",
+                        help="sweep view: trial counts (processes, packs); on the CPU at most its cores")
+    parser.add_argument("--sweep-variants", default="", help="sweep view: comma-separated variants (default: GPU: "
+                        "bf16 channels_last eager, graph, compile + graph; CPU: what a CPU sweep runs)")
+    parser.add_argument("--epoch-images", type=int, default=0,
+                        help="real epochs: training images (default: 400 on CUDA, 40 on the CPU)")
     parser.add_argument("--data-pairs", type=int, default=2000,
                         help="pairs in the generated dataset of the data part (the README's numbers: 20000)")
     parser.add_argument("--data-size", type=int, default=286, help="side of each half of a generated pair (286)")
@@ -518,12 +467,15 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     skip = set(filter(None, args.skip.split(",")))
+    if unknown := skip - set(PARTS):
+        parser.error(f"--skip: unknown parts {', '.join(sorted(unknown))} (parts: {', '.join(PARTS)})")
     report = {"machine": machine(), "settings": {"iters": args.iters, "budget_s": args.budget,
                                                  "repeats": args.repeats}, "train": [], "scoring": []}
-    devices = ["cpu"] + (["cuda"] if "gpu" in report["machine"] else [])
+    devices = (["cpu"] + (["cuda"] if "gpu" in report["machine"] else []) if args.devices == "auto"
+               else args.devices.split(","))
     variants = [v for v in args.variants.split(",") if v in VARIANTS]
     settings = [s for s in SETTINGS if s.scale in args.settings.split(",")]
-    jobs = [(s, v, d) for d in devices for s in settings for _ in range(args.repeats) for v in variants]
+    jobs = train_jobs(devices, settings, variants, args.repeats)
     if "train" not in skip:
         raw: dict[tuple, list[dict]] = {}
         for setting, variant, device in tqdm(jobs, desc="bench", unit="run"):
@@ -555,8 +507,29 @@ def main(argv: list[str] | None = None) -> int:
         report["startup"] = measure_sweep_startup(str(ROOT / "sweeps" / "patchsize.yaml"), data_root)
     if "data" not in skip:
         report["data"] = measure_data(args.data_pairs, args.data_size, args.data_dir, args.data_batches)
+    if "sweep" not in skip or "epoch" not in skip:
+        from benchmarks import throughput  # the sweep view's module (it imports benchmarks.steps, never this one)
+
+        if "sweep" not in skip:
+            counts = tuple(int(c) for c in args.sweep_counts.split(","))
+            chosen = tuple(v for v in args.sweep_variants.split(",") if v in VARIANTS)
+            report["sweep_view"] = [throughput.sweep_view(d, args.sweep_seconds, counts, chosen, log=sys.stdout)
+                                    for d in devices]
+        if "epoch" not in skip:
+            report["epochs"] = [row for d in devices for row in throughput.measure_epochs(
+                d, data_root, tuple(settings), args.epoch_images or None)]
     write_report(report, Path(args.out))
     return 0
+
+
+PARTS = ("train", "score", "tracking", "startup", "data", "sweep", "epoch")
+
+
+def train_jobs(devices: list[str], settings: list[Setting], variants: list[str], repeats: int) -> list[tuple]:
+    """(setting, variant, device) in the order measured: rounds of every variant in turn, so that baseline and
+    tuned alternate; the CUDA-only variants (a graph, the GPU's bf16 + channels_last) on CUDA alone."""
+    return [(s, v, d) for d in devices for s in settings for _ in range(repeats) for v in variants
+            if d == "cuda" or v not in CUDA_ONLY]
 
 
 def _far_slower(raw: dict[tuple, list[dict]], setting: str, variant: str, device: str, factor: float = 5.0) -> bool:
@@ -603,24 +576,7 @@ def format_table(report: dict) -> str:
                 if m.get("nominal_peak_flops") and m.get("matmul_flops") else "")
              + (f", GPU {m['gpu']}" if m.get("gpu") else "") + f"; torch {m['torch']}, Python {m['python']}", ""]
     if report["train"]:
-        lines += ["## Training iteration (G and D steps, batch 1)", "",
-                  "| setting | device | variant | ms/iter | img/s | vs baseline | GFLOP/s | of peak | rounds (ms) |",
-                  "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
-        for r in report["train"]:
-            if "error" in r:
-                lines.append(f"| {r['setting']} | {r['device']} | {r['variant']} | error: {r['error']} | | | | | |")
-                continue
-            lines.append(
-                f"| {r['setting']} | {r['device']} | {r['variant']} | {r['ms_per_iter']:.1f} | {r['img_per_s']:.2f} | "
-                f"{r.get('speedup_vs_baseline', float('nan')):.2f}x | {r.get('achieved_flops', 0) / 1e9:.1f} | "
-                f"{100 * r['peak_fraction']:.1f}% | {r['rounds_ms']} |" if "peak_fraction" in r else
-                f"| {r['setting']} | {r['device']} | {r['variant']} | {r['ms_per_iter']:.1f} | {r['img_per_s']:.2f} | "
-                f"{r.get('speedup_vs_baseline', float('nan')):.2f}x | {r.get('achieved_flops', 0) / 1e9:.1f} | - | "
-                f"{r['rounds_ms']} |")
-        flops = next((r["flops_per_iter"] for r in report["train"] if r.get("flops_per_iter")), None)
-        if flops:
-            lines += ["", "FLOPs per iteration counted with torch.utils.flop_counter on the baseline step; "
-                          "'of peak' is over the fp32 peak, which bf16 can pass (AVX-512 BF16 and AMX run it faster)."]
+        lines += format_train(report["train"])
     if report.get("scoring"):
         lines += ["", "## Scoring the facades test split (FCN, LPIPS, SSIM, PSNR, L1)", "",
                   "| variant | images | size | seconds | vs one at a time |", "| --- | ---: | ---: | ---: | ---: |"]
@@ -640,7 +596,45 @@ def format_table(report: dict) -> str:
                       + (f"{s['startup_s']:.1f} s" if s.get("startup_s") else f"not measured ({s.get('error')})")]
     if report.get("data"):
         lines += ["", *format_data(report["data"])]
+    if report.get("sweep_view") or report.get("epochs"):
+        from benchmarks import throughput
+
+        for view in report.get("sweep_view", []):
+            lines += ["", *throughput.format_sweep_view(view)]
+        if report.get("epochs"):
+            lines += ["", *throughput.format_epochs(report["epochs"])]
     return "\n".join(lines)
+
+
+def format_train(rows: list[dict]) -> list[str]:
+    """One row per (setting, device, variant). Where CUDA was measured, two more columns: kernels launched
+    per step, and the share of the step the GPU is busy (low: the step waits on the host's launches)."""
+    cuda = any("kernels_per_iter" in r for r in rows)
+    lines = ["## Training iteration (G and D steps, batch 1)", "",
+             "| setting | device | variant | ms/iter | img/s | vs baseline | GFLOP/s | of peak | rounds (ms) |"
+             + (" kernels/iter | GPU busy |" if cuda else ""),
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |" + (" ---: | ---: |" if cuda else "")]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['setting']} | {r['device']} | {r['variant']} | error: {r['error']} | | | | | |"
+                         + (" | |" if cuda else ""))
+            continue
+        ratio = f"{r['speedup_vs_baseline']:.2f}x" if "speedup_vs_baseline" in r else "-"
+        flops = f"{r['achieved_flops'] / 1e9:.1f}" if "achieved_flops" in r else "-"
+        peak = f"{100 * r['peak_fraction']:.1f}%" if "peak_fraction" in r else "-"
+        line = (f"| {r['setting']} | {r['device']} | {r['variant']} | {r['ms_per_iter']:.1f} | {r['img_per_s']:.2f} | "
+                f"{ratio} | {flops} | {peak} | {r['rounds_ms']} |")
+        if cuda:
+            line += (f" {r['kernels_per_iter']:.0f} | {100 * r['gpu_busy_share']:.0f}% |" if "kernels_per_iter" in r
+                     else " - | - |")
+        lines.append(line)
+    if any(r.get("flops_per_iter") for r in rows):
+        lines += ["", "FLOPs per iteration counted with torch.utils.flop_counter on the baseline step; "
+                      "'of peak' is over the fp32 peak, which bf16 can pass (AVX-512 BF16 and AMX run it faster)."]
+    if cuda:
+        lines += ["", "kernels/iter: CUDA kernels per step (torch.profiler, 5 steps); GPU busy: their summed "
+                      "durations over the step's time measured without the profiler."]
+    return lines
 
 
 def format_data(d: dict) -> list[str]:
