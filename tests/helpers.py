@@ -6,16 +6,20 @@ Fixtures are in conftest.py; everything a test imports comes from here (tests ne
 from __future__ import annotations
 
 import calendar
+import contextlib
 import glob
 import json
 import os
+import pwd
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
@@ -25,6 +29,7 @@ from p2p import checkpoint, tracking
 from p2p.config import to_dict
 from p2p.sweep import study as studies
 from p2p.sweep.spec import load_spec, run_dir
+from p2p.tracker import FAILED, FINISHED, KILLED, RUNNING
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("P2P_SHARED", ROOT.parent / "shared"))
@@ -69,6 +74,18 @@ def facades_config(overrides: dict | None = None):
 def sets(overrides: dict) -> list[str]:
     """--set KEY=VALUE for each override (JSON is YAML, so lists and strings keep their types)."""
     return [arg for key, value in overrides.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
+
+
+def one_error_line(err: str, *names: str, secret: str | None = None) -> str:
+    """The one line a user error prints (no traceback), naming each of `names` and never `secret`."""
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("p2p: error: ") and "Traceback" not in err, err
+    for name in names:
+        assert name in lines[0], (name, lines[0])
+    if secret is not None:
+        assert secret not in lines[0]
+    return lines[0]
 
 
 # ---------------------------------------------------------------- sweeps in subprocesses
@@ -155,14 +172,14 @@ def check_completed_once(spec_path: Path, storage: str, tracking_uri: str, kille
 
     runs = tracking.find_tagged_runs(spec.name, {"p2p.sweep": spec.name, "p2p.scale": "cpu"}, uri=tracking_uri)
     parents = [r for r in runs if r.tags.get("p2p.role") == "sweep"]
-    assert len(parents) == 1 and parents[0].status == "FINISHED"
+    assert len(parents) == 1 and parents[0].status == FINISHED
     children = tracking.child_runs(parents[0].run_id, spec.name, uri=tracking_uri)
     assert len(children) == len(runs) - 1  # every trial's run hangs under the sweep's parent run
-    assert not [r for r in children if r.status == "RUNNING"]
-    finished = sorted(f"{r.tags['p2p.cell']} seed{r.tags['p2p.seed']}" for r in children if r.status == "FINISHED")
+    assert not [r for r in children if r.status == RUNNING]
+    finished = sorted(f"{r.tags['p2p.cell']} seed{r.tags['p2p.seed']}" for r in children if r.status == FINISHED)
     assert finished == expected
     for run in children:
-        if run.status == "FINISHED":
+        if run.status == FINISHED:
             assert "eval/ssim" in run.metrics and run.params["optim.epochs"] == str(SWEEP_EPOCHS)
             assert "p2p.failure" not in run.tags
 
@@ -175,7 +192,7 @@ def check_completed_once(spec_path: Path, storage: str, tracking_uri: str, kille
     if out_dirs is None or final_run == killed["run_id"]:
         assert final_run == killed["run_id"]
     else:
-        assert tracking.run_record(killed["run_id"], tracking_uri).status == "KILLED"
+        assert tracking.run_record(killed["run_id"], tracking_uri).status == KILLED
     history = tracking.metric_points(final_run, "train/lr", tracking_uri)
     assert sorted({m.step for m in history}) == list(range(1, SWEEP_EPOCHS + 1))
     return children
@@ -227,7 +244,7 @@ def fake_run(parent, cell, seed, start, stamps, end, commit, generator=None, fai
         tracker.log_artifact(generator)
     if failure is not None:
         tracker.set_tags({tracking.FAILURE_TAG: failure})
-    c.set_terminated(tracker.run_id, "FAILED" if failure else "FINISHED", end_time=end)
+    c.set_terminated(tracker.run_id, FAILED if failure else FINISHED, end_time=end)
 
 
 def make_sweep(tiny_overrides, tmp_path, with_generators=True):
@@ -291,5 +308,45 @@ def wait_until(check, timeout: float, what: str, log: Path | None = None) -> Non
             return
         time.sleep(0.3)
     pytest.fail(f"{what} did not start in {timeout} s" + (f":\n{log.read_text()[-3000:]}" if log else ""))
+
+
+@contextlib.contextmanager
+def postgres_server(prefix: str, password: str | None = None, settings: tuple[str, ...] = ()) -> Iterator[str]:
+    """A throwaway PostgreSQL on a free port of 127.0.0.1, user p2p, databases `optuna` and `mlflow`; yields its
+    base URL. With `password` it checks passwords (scram-sha-256), else it trusts every login; `settings` are
+    more `-c name=value` server settings."""
+    bin_dir = postgres_bin()
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    as_user = {}
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        owner = pwd.getpwnam("postgres")
+        os.chown(folder, owner.pw_uid, owner.pw_gid)
+        as_user = {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}
+    auth, env = ["-A", "trust"], dict(os.environ)
+    if password is not None:
+        pwfile = folder / "pw"
+        pwfile.write_text(password + "\n")
+        if as_user:
+            os.chown(pwfile, as_user["user"], as_user["group"])
+        auth, env["PGPASSWORD"] = ["-A", "scram-sha-256", "--pwfile", pwfile], password
+    subprocess.run([bin_dir / "initdb", "-D", folder / "data", *auth, "-U", "p2p", "--no-sync", "-E", "UTF8"],
+                   check=True, capture_output=True, cwd=folder, **as_user)
+    port, log = free_port(), folder / "server.log"
+    options = [arg for setting in ("fsync=off", *settings) for arg in ("-c", setting)]
+    server = subprocess.Popen([bin_dir / "postgres", "-D", folder / "data", "-p", str(port), "-h", "127.0.0.1",
+                               "-k", folder, *options], stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                              cwd=folder, **as_user)
+    try:
+        ready = [bin_dir / "pg_isready", "-q", "-h", "127.0.0.1", "-p", str(port)]
+        wait_until(lambda: subprocess.run(ready).returncode == 0, 30, "PostgreSQL", log)
+        for db in ("optuna", "mlflow"):
+            subprocess.run([bin_dir / "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "p2p", db], check=True,
+                           env=env)
+        user = "p2p" if password is None else f"p2p:{password}"
+        yield f"postgresql+psycopg2://{user}@127.0.0.1:{port}"
+    finally:
+        server.send_signal(signal.SIGINT)  # "fast" shutdown: disconnects clients instead of waiting for them
+        server.wait(timeout=60)
+        shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -31,7 +31,7 @@ from p2p.metrics.segmentation import (
     load_palette,
     segmentation_scores,
 )
-from tests.helpers import ROOT, TINY, TINY_FCN_FIT, WEIGHTS_DIR
+from tests.helpers import ROOT, TINY, TINY_FCN_FIT, WEIGHTS_DIR, sets
 
 CONFIG = ROOT / "experiments" / "cityscapes.yaml"
 # Train id, name and colour of Cityscapes' 19 evaluated classes (cityscapesScripts, helpers/labels.py).
@@ -136,10 +136,9 @@ def test_fcn_fit_and_a_tiny_run_scored_with_it(cityscapes_root, tmp_path, mlflow
 
     # A tiny run of the Cityscapes config, scored on val with that scorer (a missing one would be an error).
     overrides = {**TINY, "data.root": str(cityscapes_root), "data.crop_size": HALF, "data.load_size": 72,
-                 "data.max_images": 8, "eval.metrics": "[fcn,ssim,l1]", "eval.max_images": "null",
-                 "eval.cache_dir": str(cache), "eval.fcn_fit_missing": "false", "runtime.out_dir": str(tmp_path / "runs")}
-    sets = [arg for key, value in overrides.items() for arg in ("--set", f"{key}={value}")]
-    assert main(["train", str(CONFIG), *sets, "--no-progress"]) == 0
+                 "data.max_images": 8, "eval.metrics": ["fcn", "ssim", "l1"], "eval.max_images": None,
+                 "eval.cache_dir": str(cache), "eval.fcn_fit_missing": False, "runtime.out_dir": str(tmp_path / "runs")}
+    assert main(["train", str(CONFIG), *sets(overrides), "--no-progress"]) == 0
     out = capsys.readouterr().out
     scores = dict(re.findall(r"^\s+(eval/\S+)\s+([-\d.]+)$", out, re.M))
     assert set(scores) >= {"eval/fcn_pixel_acc", "eval/fcn_class_acc", "eval/fcn_iou", "eval/ssim", "eval/l1"}, out

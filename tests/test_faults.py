@@ -5,15 +5,12 @@ started again for real), a full disk while a checkpoint is written, an image tha
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
-import json
 import os
-import pwd
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -25,25 +22,14 @@ from p2p import checkpoint, data, tracking
 from p2p.cli import main
 from p2p.config import DataConfig
 from p2p.errors import UserError
-from tests.helpers import DATA_ROOT, ROOT, TINY, free_port, postgres_bin, wait_until
+from tests.helpers import DATA_ROOT, ROOT, TINY, free_port, one_error_line, postgres_server, sets, wait_until
 
 FACADES = str(ROOT / "experiments" / "facades.yaml")
 PASSWORD = "Zq8-secret-pw"  # must never appear in a message
 EPOCHS = 40
 
 
-def sets(overrides: dict) -> list[str]:
-    return [arg for key, value in overrides.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
-
-
-def one_error_line(err: str, *names: str) -> str:
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("p2p: error: ") and "Traceback" not in err, err
-    for name in names:
-        assert name in lines[0], (name, lines[0])
-    assert PASSWORD not in lines[0]
-    return lines[0]
+one_error_line = functools.partial(one_error_line, secret=PASSWORD)  # a message never shows the password
 
 
 # ---------------------------------------------------------------- stores that cannot be reached
@@ -52,35 +38,8 @@ def one_error_line(err: str, *names: str) -> str:
 @pytest.fixture(scope="module")
 def password_postgres():
     """A throwaway PostgreSQL on 127.0.0.1 that checks passwords (user p2p, databases mlflow and optuna)."""
-    bin_dir = postgres_bin()
-    folder = Path(tempfile.mkdtemp(prefix="p2p-pgpw-"))
-    as_user = {}
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        owner = pwd.getpwnam("postgres")
-        os.chown(folder, owner.pw_uid, owner.pw_gid)
-        as_user = {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}
-    pwfile = folder / "pw"
-    pwfile.write_text(PASSWORD + "\n")
-    if as_user:
-        os.chown(pwfile, as_user["user"], as_user["group"])
-    subprocess.run([bin_dir / "initdb", "-D", folder / "data", "-A", "scram-sha-256", "--pwfile", pwfile, "-U", "p2p",
-                    "--no-sync", "-E", "UTF8"], check=True, capture_output=True, cwd=folder, **as_user)
-    port, log = free_port(), folder / "server.log"
-    server = subprocess.Popen([bin_dir / "postgres", "-D", folder / "data", "-p", str(port), "-h", "127.0.0.1",
-                               "-k", folder, "-c", "fsync=off"], stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                              cwd=folder, **as_user)
-    try:
-        ready = [bin_dir / "pg_isready", "-q", "-h", "127.0.0.1", "-p", str(port)]
-        wait_until(lambda: subprocess.run(ready).returncode == 0, 30, "PostgreSQL", log)
-        env = {**os.environ, "PGPASSWORD": PASSWORD}
-        for db in ("optuna", "mlflow"):
-            subprocess.run([bin_dir / "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "p2p", db], check=True,
-                           env=env)
-        yield f"postgresql+psycopg2://p2p:{PASSWORD}@127.0.0.1:{port}"
-    finally:
-        server.send_signal(signal.SIGINT)
-        server.wait(timeout=60)
-        shutil.rmtree(folder, ignore_errors=True)
+    with postgres_server("p2p-pgpw-", password=PASSWORD) as url:
+        yield url
 
 
 def wrong_password(url: str) -> str:

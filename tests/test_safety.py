@@ -7,7 +7,6 @@ one line naming the file (exit status 2 where the loader is a command).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
@@ -22,7 +21,7 @@ from p2p import checkpoint, data, tracking
 from p2p.cli import main
 from p2p.errors import UserError
 from p2p.sweep.spec import run_dir
-from tests.helpers import ROOT, facades_config
+from tests.helpers import ROOT, facades_config, one_error_line, sets
 
 FACADES = str(ROOT / "experiments" / "facades.yaml")
 
@@ -48,20 +47,6 @@ def poison_checkpoint(path: Path, marker: Path) -> Path:
     torch.save({"format": checkpoint.FORMAT, "config": Poison(marker), "generator": {}, "run_id": "x", "epoch": 1,
                 "finished": False}, path)
     return path
-
-
-def sets(overrides: dict) -> list[str]:
-    """`--set key=value` arguments (JSON values are YAML)."""
-    return [arg for key, value in overrides.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
-
-
-def one_error_line(err: str, *names: str) -> str:
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("p2p: error: ") and "Traceback" not in err, err
-    for name in names:
-        assert name in lines[0], (name, lines[0])
-    return lines[0]
 
 
 def test_the_poison_runs_code_when_unpickled(tmp_path, marker):

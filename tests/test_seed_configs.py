@@ -1,7 +1,6 @@
 """The seed projects' setups as configs: facades with LSGAN + tricks, CelebA colourisation; each trains end to
 end at the CPU scale (made tiny with --set), and the tricks sweep resolves on top of LSGAN with --set."""
 
-import json
 from pathlib import Path
 
 import pytest
@@ -12,21 +11,16 @@ from p2p import checkpoint, data
 from p2p.cli import main
 from p2p.config import load_config
 from p2p.tracking import client
-from tests.helpers import ROOT, TINY
+from tests.helpers import ROOT, TINY, sets
 
 LSGAN = ROOT / "experiments" / "facades-lsgan-tricks.yaml"
 COLOR = ROOT / "experiments" / "celeba-colorization.yaml"
 TRICKS_SWEEP = ROOT / "sweeps" / "tricks.yaml"
 
 
-def set_args(overrides: dict) -> list[str]:
-    """--set KEY=VALUE for each override (JSON is YAML, so lists and strings keep their types)."""
-    return [arg for key, value in overrides.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
-
-
 def train_cli(config, overrides, capsys) -> tuple[str, Path]:
     """`p2p train CONFIG --scale cpu --set ...`: (the finished run's id, its run folder)."""
-    assert main(["train", str(config), "--scale", "cpu", "--no-progress", *set_args(overrides)]) == 0
+    assert main(["train", str(config), "--scale", "cpu", "--no-progress", *sets(overrides)]) == 0
     first = capsys.readouterr().out.splitlines()[0]  # "run ID finished: RUN_DIR"
     run_id, _, run_dir = first.removeprefix("run ").partition(" finished: ")
     return run_id, Path(run_dir)
@@ -121,7 +115,7 @@ def test_tricks_sweep_resolves_every_cell_on_top_of_lsgan(tmp_path, mlflow_uri, 
     # The command itself: every cell listed, none INVALID, nothing created (a dry run).
     tiny = {key: TINY[key] for key in ("data.crop_size", "data.load_size", "model.generator.ngf",
                                       "model.discriminator.ndf", "model.discriminator.patch", "data.root")}
-    argv = ["sweep", str(TRICKS_SWEEP), "--scale", "cpu", "--set", "loss.gan=lsgan", *set_args(tiny), "--dry-run",
+    argv = ["sweep", str(TRICKS_SWEEP), "--scale", "cpu", "--set", "loss.gan=lsgan", *sets(tiny), "--dry-run",
             "--storage", f"sqlite:///{tmp_path / 'optuna.db'}", "--no-progress"]
     assert main(argv) == 0
     out = capsys.readouterr().out

@@ -3,7 +3,6 @@ kept, the MLflow run is KILLED with the signal as its `p2p.failure`, and resumin
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -18,14 +17,10 @@ import yaml
 from p2p import checkpoint, tracking
 from p2p.sweep import study as studies
 from p2p.sweep.spec import load_spec, run_dir
-from tests.helpers import DATA_ROOT, ROOT, TINY
+from tests.helpers import DATA_ROOT, ROOT, TINY, sets
 
 FACADES = str(ROOT / "experiments" / "facades.yaml")
 EPOCHS = 40  # ~0.1 s each at TINY: long enough to be stopped mid-run, short enough to finish after
-
-
-def sets(overrides: dict) -> list[str]:
-    return [arg for key, value in overrides.items() for arg in ("--set", f"{key}={json.dumps(value)}")]
 
 
 def env_for(uri: str) -> dict:

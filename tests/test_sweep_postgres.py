@@ -4,14 +4,10 @@ and two sweep commands as two machines would run them; one is SIGKILLed mid-tria
 from __future__ import annotations
 
 import os
-import pwd
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -20,7 +16,7 @@ from tests.helpers import (
     check_completed_once,
     free_port,
     kill_mid_trial,
-    postgres_bin,
+    postgres_server,
     start,
     sweep_command,
     sweep_env,
@@ -32,30 +28,8 @@ from tests.helpers import write_sweep_spec as write_spec
 @pytest.fixture
 def postgres():
     """A throwaway server on a free port of 127.0.0.1 with databases `optuna` and `mlflow`; yields its base URL."""
-    bin_dir = postgres_bin()
-    folder = Path(tempfile.mkdtemp(prefix="p2p-pg-"))
-    as_user = {}
-    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
-        owner = pwd.getpwnam("postgres")
-        os.chown(folder, owner.pw_uid, owner.pw_gid)
-        as_user = {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}
-    subprocess.run([bin_dir / "initdb", "-D", folder / "data", "-A", "trust", "-U", "p2p", "--no-sync", "-E", "UTF8"],
-                   check=True, capture_output=True, cwd=folder, **as_user)
-    port, log = free_port(), folder / "server.log"
-    server = subprocess.Popen([bin_dir / "postgres", "-D", folder / "data", "-p", str(port), "-h", "127.0.0.1",
-                               "-k", folder, "-c", "fsync=off", "-c", "synchronous_commit=off",
-                               "-c", "full_page_writes=off"], stdout=open(log, "w"), stderr=subprocess.STDOUT,
-                              cwd=folder, **as_user)
-    try:
-        ready = [bin_dir / "pg_isready", "-q", "-h", "127.0.0.1", "-p", str(port)]
-        wait_until(lambda: subprocess.run(ready).returncode == 0, 30, "PostgreSQL", log)
-        for db in ("optuna", "mlflow"):
-            subprocess.run([bin_dir / "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "p2p", db], check=True)
-        yield f"postgresql+psycopg2://p2p@127.0.0.1:{port}"
-    finally:
-        server.send_signal(signal.SIGINT)  # "fast" shutdown: disconnects clients instead of waiting for them
-        server.wait(timeout=60)
-        shutil.rmtree(folder, ignore_errors=True)
+    with postgres_server("p2p-pg-", settings=("synchronous_commit=off", "full_page_writes=off")) as url:
+        yield url
 
 
 @pytest.fixture
