@@ -13,7 +13,7 @@ from torchvision.io import write_png as _write_png
 from torchvision.utils import make_grid
 from tqdm import tqdm
 
-from p2p import checkpoint, contract, data, runtime
+from p2p import checkpoint, contract, data, images, runtime
 from p2p.config import DataConfig, RunConfig, config_from_dict, parse_override, replace
 from p2p.errors import UserError
 from p2p.metrics import ScoreSettings, score_images
@@ -45,10 +45,10 @@ def generate(G: nn.Module, inputs: torch.Tensor, cfg: RunConfig, device: torch.d
         torch.manual_seed(cfg.seed if seed is None else seed)
         for start in tqdm(range(0, len(inputs), batch), desc="generate", unit="batch", disable=not progress,
                           leave=False):
-            x = data.to_float(inputs[start : start + batch]).to(device)
+            x = images.to_float(inputs[start : start + batch]).to(device)
             with runtime.autocast(device, cfg.runtime.precision):
                 y = net(x)
-            outputs.append(data.to_uint8(y).cpu())
+            outputs.append(images.to_uint8(y).cpu())
     G.train(was_training)
     return torch.cat(outputs)
 

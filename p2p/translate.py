@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from p2p import checkpoint, data, runtime
+from p2p import checkpoint, images, runtime
 from p2p.config import RunConfig, config_from_dict
 from p2p.errors import UserError
 from p2p.evaluate import generate, write_png
@@ -24,14 +24,14 @@ def load_generator(path: str | Path) -> tuple[RunConfig, torch.nn.Module]:
 
 def input_image(path: Path, cfg: RunConfig) -> torch.Tensor:
     """The generator's input from a file: a plain image, or the input half of an A|B pair."""
-    image = data.read_rgb(path)
+    image = images.read_rgb(path)
     h, w = image.shape[-2:]
     if w == 2 * h:  # an aligned pair: take the input half
-        a, b = data.split_pair(image, path)
+        a, b = images.split_pair(image, path)
         image = a if cfg.data.direction == "AtoB" else b
     if cfg.data.task == "colorization":
-        image = data.to_grayscale(image)
-    return data.resize(image, cfg.data.crop_size)
+        image = images.to_grayscale(image)
+    return images.resize(image, cfg.data.crop_size)
 
 
 def translate_folder(checkpoint_path: str | Path, input_dir: str | Path, output_dir: str | Path,
@@ -39,7 +39,7 @@ def translate_folder(checkpoint_path: str | Path, input_dir: str | Path, output_
     input_dir, output_dir = Path(input_dir), Path(output_dir)
     if not input_dir.is_dir():
         raise UserError(f"{input_dir}: input folder not found")
-    files = data.list_images(input_dir)
+    files = images.list_images(input_dir)
     if not files:
         raise UserError(f"{input_dir}: holds no images")
     cfg, G = load_generator(checkpoint_path)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torchvision.io import write_jpeg, write_png
 
-from p2p import data
+from p2p import data, images
 from p2p.config import DataConfig
 from p2p.errors import UserError
 
@@ -79,7 +79,7 @@ def test_a_decoded_split_is_reused_by_the_next_load_until_a_file_changes(tmp_pat
     def no_decoding(path):
         raise AssertionError(f"decoded {path} again")
 
-    monkeypatch.setattr(data, "read_rgb", no_decoding)
+    monkeypatch.setattr(images, "read_rgb", no_decoding)
     again = data.load_pairs(cfg, "train", 24)  # from the cache: no image is read
     assert torch.equal(again.pairs, first.pairs) and again.names == first.names and again.in_channels == 3
     with pytest.raises(AssertionError, match="decoded"):  # another size, direction or task is another entry

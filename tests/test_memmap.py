@@ -8,8 +8,9 @@ import pytest
 import torch
 from torchvision.io import write_jpeg
 
-from p2p import checkpoint, data
+from p2p import checkpoint, data, decoded_cache, images
 from p2p.config import DataConfig
+from p2p.pairs import decode_pairs
 
 
 def make_jpegs(root, n=7, size=24, split="train"):
@@ -31,10 +32,11 @@ def test_memory_mapped_and_in_memory_splits_give_identical_batches(tmp_path, mon
     root = make_jpegs(tmp_path / "data")
     cfg = DataConfig(root=str(root), dataset="toy", direction="BtoA", task=task, load_size=20, crop_size=16)
     per_image = (1 if task == "colorization" else 3) * 20 * 20 + 3 * 20 * 20
-    monkeypatch.setattr(data, "DECODE_CHUNK_BYTES", 3 * per_image)  # 7 images: chunks of 3, 3 and 1
+    monkeypatch.setattr(decoded_cache, "DECODE_CHUNK_BYTES", 3 * per_image)  # 7 images: chunks of 3, 3 and 1
     written = []
-    pwrite = data._pwrite_all
-    monkeypatch.setattr(data, "_pwrite_all", lambda fd, buf, offset: (written.append(buf.nbytes), pwrite(fd, buf, offset)))
+    pwrite = decoded_cache._pwrite_all
+    monkeypatch.setattr(decoded_cache, "_pwrite_all",
+                        lambda fd, buf, offset: (written.append(buf.nbytes), pwrite(fd, buf, offset)))
 
     monkeypatch.setenv("P2P_CACHE_DIR", str(tmp_path / "memory"))
     in_memory = data.load_pairs(cfg, "train", 20, memory_map=False)
@@ -60,12 +62,12 @@ def test_the_mapped_file_is_the_plain_cache_file_and_is_reused(tmp_path, monkeyp
     cfg = DataConfig(root=str(root), dataset="toy", direction="AtoB")
     first = data.load_pairs(cfg, "train", 24)
     files = list((tmp_path / "cache" / "decoded").iterdir())
-    assert [f.name for f in files] == [data.decoded_cache_file(cfg, root / "toy" / "train",
-                                                               data.list_images(root / "toy" / "train"), 24).name]
+    assert [f.name for f in files] == [decoded_cache.file_for(cfg, root / "toy" / "train",
+                                                               images.list_images(root / "toy" / "train"), 24).name]
     plain = checkpoint.load_plain(files[0], "decoded-data cache")  # tensors and plain values, weights_only
     assert torch.equal(plain["pairs"], first.pairs) and plain["names"] == ["1.jpg", "2.jpg", "3.jpg"]
 
-    monkeypatch.setattr(data, "read_rgb", lambda path: pytest.fail(f"decoded {path} again"))
+    monkeypatch.setattr(images, "read_rgb", lambda path: pytest.fail(f"decoded {path} again"))
     again = data.load_pairs(cfg, "train", 24)
     assert again.mapped and torch.equal(again.pairs, first.pairs)
     in_memory = data.load_pairs(cfg, "train", 24, memory_map=False)  # the same file, read into memory
@@ -75,7 +77,7 @@ def test_the_mapped_file_is_the_plain_cache_file_and_is_reused(tmp_path, monkeyp
 def test_a_full_disk_decodes_in_memory_with_a_warning_and_leaves_no_partial_file(tmp_path, monkeypatch, capsys):
     root = make_jpegs(tmp_path / "data", n=3)
     cfg = DataConfig(root=str(root), dataset="toy")
-    expected = data.decode_pairs(cfg, "train", data.list_images(root / "toy" / "train"), 24, False)
+    expected = decode_pairs(cfg, "train", images.list_images(root / "toy" / "train"), 24, False)
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -114,7 +116,7 @@ def test_released_images_leave_resident_memory(tmp_path):
     pairs = torch.randint(0, 256, (n, 6, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     path = tmp_path / "split.pt"
     checkpoint.save_atomic({"pairs": pairs, "names": [str(i) for i in range(n)], "in_channels": 3}, path)
-    mapped = data._read_cache(path)
+    mapped = decoded_cache.read(path)
     assert mapped.mapped
     before = rss_file_kib()
     assert torch.equal(mapped.pairs, pairs)  # every page touched: resident

@@ -10,7 +10,7 @@ import torchvision.transforms.v2.functional as TF
 from skimage.metrics import peak_signal_noise_ratio as skimage_psnr
 from skimage.metrics import structural_similarity
 
-from p2p import data
+from p2p import data, images
 from p2p.config import DataConfig
 from p2p.contract import DEFAULT_KEYS as SCORE_KEYS
 from p2p.errors import UserError
@@ -39,10 +39,10 @@ def photos_and_labels(data_root, size, count=None):
 @pytest.mark.slow
 @pytest.mark.parametrize("net", ["alex", "vgg"])
 def test_lpips_reproduces_the_reference_distances(net, weights_dir):
-    reference = data.read_rgb(EXAMPLES / "ex_ref.png")[None]
+    reference = images.read_rgb(EXAMPLES / "ex_ref.png")[None]
     model = lpips_model(net, str(WEIGHTS_DIR))
     for name, expected in LPIPS_REFERENCE[net].items():
-        distorted = data.read_rgb(EXAMPLES / f"{name}.png")[None]
+        distorted = images.read_rgb(EXAMPLES / f"{name}.png")[None]
         assert float(lpips_distance(reference, distorted, model)) == pytest.approx(expected, abs=1e-4)
     assert float(lpips_distance(reference, reference, model)) == 0.0
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from p2p import data, names
+from p2p import decoded_cache, names
 from p2p.cli import main
 from p2p.config import DataConfig, load_config
 from p2p.errors import UserError
@@ -151,7 +151,7 @@ def test_cache_file_names(tmp_path, value):
     with pytest.raises(UserError, match="key 'data.dataset' expected a name, not a path"):
         scorer_path(value, 64, str(tmp_path))
     with pytest.raises(UserError, match="key 'data.dataset' expected a name, not a path"):
-        data.decoded_cache_file(DataConfig(dataset=value), tmp_path, [], 64)  # a DataConfig made without the schema
+        decoded_cache.file_for(DataConfig(dataset=value), tmp_path, [], 64)  # a DataConfig made without the schema
     assert scorer_path("facades", 64, str(tmp_path)) == tmp_path / "fcn" / "facades-64.pt"
     assert created(tmp_path) == []
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from p2p import checkpoint, data, tracking
+from p2p import checkpoint, data, decoded_cache, images, tracking
 from p2p.cli import main
 from p2p.errors import UserError
 from p2p.sweep.spec import run_dir
@@ -160,8 +160,8 @@ def test_fcn_scorer_cache_refuses_a_poisoned_scorer(tmp_path, marker, monkeypatc
 def test_decoded_data_cache_refuses_a_poisoned_file_and_decodes_again(tmp_path, marker, tiny_overrides, capsys):
     cfg = facades_config(tiny_overrides).data
     folder = data.split_dir(cfg, "train")
-    files = data.list_images(folder)[: cfg.max_images]
-    cached = data.decoded_cache_file(cfg, folder, files, cfg.load_size)
+    files = images.list_images(folder)[: cfg.max_images]
+    cached = decoded_cache.file_for(cfg, folder, files, cfg.load_size)
     cached.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"pairs": Poison(marker), "names": [], "in_channels": 3}, cached)
     pairs = data.load_pairs(cfg, "train", cfg.load_size, cfg.max_images)

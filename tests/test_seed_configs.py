@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchvision.io import write_jpeg
 
-from p2p import checkpoint, data
+from p2p import checkpoint, data, images
 from p2p.cli import main
 from p2p.config import load_config
 from p2p.tracking import client
@@ -63,8 +63,8 @@ def single_photos(tmp_path, data_root):
     for split, count in (("train", 4), ("test", 3)):
         folder = root / "celeba" / split
         folder.mkdir(parents=True)
-        for path in data.list_images(data_root / "facades" / split)[:count]:
-            pair = data.read_rgb(path)
+        for path in images.list_images(data_root / "facades" / split)[:count]:
+            pair = images.read_rgb(path)
             write_jpeg(pair[:, :, : pair.shape[-1] // 2].contiguous(), str(folder / path.name), quality=95)
     return root
 
@@ -76,7 +76,7 @@ def test_colorization_config_reads_single_photos_as_grayscale_to_colour(single_p
     pairs = data.load_pairs(cfg.data, "test", 32)
     assert pairs.in_channels == 1 and pairs.pairs.shape == (3, 4, 32, 32)
     gray, photo = pairs.pairs[:, :1], pairs.pairs[:, 1:]
-    assert torch.equal(gray, data.to_grayscale(photo))  # the input is the grayscale of the target
+    assert torch.equal(gray, images.to_grayscale(photo))  # the input is the grayscale of the target
     assert (photo[:, 0] != photo[:, 2]).float().mean() > 0.5  # a colour photo, not three equal channels
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from filelock import FileLock, Timeout
 from tqdm import tqdm
 
-from p2p import checkpoint, data
+from p2p import checkpoint, data, images
 from p2p.cache import cache_file
 from p2p.config import DataConfig, RunConfig, data_root
 from p2p.errors import UserError
@@ -195,7 +195,7 @@ def train_segmenter(net: FCN8s, train: data.PairSet, palette: Palette, size: int
     net.train()
     for epoch in range(epochs):
         for photos, label_maps in loader.epoch():
-            targets = labels_to_classes(data.to_uint8(label_maps), palette).to(device)
+            targets = labels_to_classes(images.to_uint8(label_maps), palette).to(device)
             if palette.void and bool((targets == IGNORE).all()):
                 bar.update(len(photos))  # nothing but void in these crops: no loss to learn from
                 continue

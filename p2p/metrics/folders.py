@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from p2p import contract, data
+from p2p import contract, images
 from p2p.config import DataConfig
 from p2p.errors import UserError
 from p2p.metrics import ScoreSettings, score_images
@@ -23,13 +23,13 @@ def image_files(folder: Path, role: str) -> dict[str, Path]:
     if not folder.is_dir():
         raise UserError(f"{role} {folder}: folder not found")
     files: dict[str, Path] = {}
-    for path in data.list_images(folder):
+    for path in images.list_images(folder):
         if path.stem in files:
             raise UserError(f"{role} {folder}: {files[path.stem].name} and {path.name} share the name "
                             f"'{path.stem}' (files pair by name without extension)")
         files[path.stem] = path
     if not files:
-        raise UserError(f"{role} {folder}: holds no images ({', '.join(sorted(data.IMAGE_SUFFIXES))})")
+        raise UserError(f"{role} {folder}: holds no images ({', '.join(sorted(images.IMAGE_SUFFIXES))})")
     return files
 
 
@@ -45,18 +45,18 @@ def check_same_names(a: dict[str, Path], b: dict[str, Path], a_role: str, b_role
 def read_stack(files: list[Path], role: str, like: torch.Tensor | None = None,
                like_files: list[Path] | None = None) -> torch.Tensor:
     """uint8 (N, 3, H, W); with `like`, each image must have the size of the matching image there."""
-    images = []
+    stack = []
     for i, path in enumerate(files):  # no bar: decoding is quick next to scoring
-        image = data.read_rgb(path)
+        image = images.read_rgb(path)
         if like is not None and image.shape[-2:] != like.shape[-2:]:
             h, w = like.shape[-2:]
             raise UserError(f"{path} is {image.shape[-1]}x{image.shape[-2]} but {like_files[i]} is {w}x{h} "
                             f"({role} must have the size of the outputs they pair with)")
-        if images and image.shape != images[0].shape:
+        if stack and image.shape != stack[0].shape:
             raise UserError(f"{path} is {image.shape[-1]}x{image.shape[-2]} but {files[0]} is "
-                            f"{images[0].shape[-1]}x{images[0].shape[-2]} (all {role} must have one size)")
-        images.append(image)
-    return torch.stack(images)
+                            f"{stack[0].shape[-1]}x{stack[0].shape[-2]} (all {role} must have one size)")
+        stack.append(image)
+    return torch.stack(stack)
 
 
 # What `p2p score` computes unless told: the default scores that compare image pairs (+ fcn with labels).
