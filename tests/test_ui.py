@@ -2,7 +2,7 @@
 
 MLflow 3.17 opens an experiment as "GenAI" (traces, latency, tokens) unless told otherwise, and lists a
 sweep as one collapsed parent run. p2p marks each experiment as model training and saves a view of a
-sweep's runs table (p2p.tracking, "how the MLflow UI opens an experiment"); `tracking.ui_url` is the link
+sweep's runs table (p2p/tracking/views.py); `tracking.ui_url` is the link
 the README and docs/reports.md give. The screenshot of what a person sees first is saved beside the test's files.
 """
 
