@@ -15,11 +15,11 @@ import numpy as np
 from scipy import stats
 
 
-@dataclass(frozen=True)
-class Interval:
+class Bounds:
+    """`low` and `high` of an interval held as mean +- half_width."""
+
     mean: float
-    half_width: float  # nan with fewer than 2 values
-    n: int
+    half_width: float
 
     @property
     def low(self) -> float:
@@ -28,6 +28,13 @@ class Interval:
     @property
     def high(self) -> float:
         return self.mean + self.half_width
+
+
+@dataclass(frozen=True)
+class Interval(Bounds):
+    mean: float
+    half_width: float  # nan with fewer than 2 values
+    n: int
 
     def text(self, digits: int = 3) -> str:
         if self.n == 0:
@@ -50,7 +57,7 @@ def t_interval(values, confidence: float = 0.95) -> Interval:
 
 
 @dataclass(frozen=True)
-class Difference:
+class Difference(Bounds):
     """mean(a) - mean(b) and its test: `paired` over common seeds, `welch` over unmatched ones, or `none`."""
 
     method: str  # paired | welch | none (too few seeds for a test)
@@ -65,14 +72,6 @@ class Difference:
     sd: float = math.nan  # paired: sd of the per-seed differences; welch: sd of cell a
     sd_b: float = math.nan  # welch: sd of cell b
     seeds: tuple[int, ...] = ()  # paired: the common seeds
-
-    @property
-    def low(self) -> float:
-        return self.mean - self.half_width
-
-    @property
-    def high(self) -> float:
-        return self.mean + self.half_width
 
     def text(self, digits: int = 3) -> str:
         """'+0.125 [0.081, 0.169]' (the 95% interval), or the mean alone without a test."""
