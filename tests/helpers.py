@@ -164,8 +164,8 @@ def check_completed_once(spec_path: Path, storage: str, tracking_uri: str, kille
     """
     spec = load_spec(spec_path)
     study = studies.load(studies.open_storage(storage), spec, "cpu")
-    trials = study.get_trials()
-    complete = [studies.key_of(t) for t in trials if t.state == studies.TrialState.COMPLETE]
+    trials = studies.records(study)
+    complete = [t.key for t in trials if t.state == studies.COMPLETE]
     expected = sorted(f"{c} seed{s}" for c in ok_cells for s in range(seeds))
     assert sorted(k.label for k in complete) == expected
     assert not studies.has_unfinished(study)
@@ -184,11 +184,10 @@ def check_completed_once(spec_path: Path, storage: str, tracking_uri: str, kille
             assert "p2p.failure" not in run.tags
 
     # The killed trial: failed as stale, re-queued, and finished by resuming the same MLflow run.
-    mine = [t for t in trials if studies.key_of(t) is not None
-            and (studies.key_of(t).cell, studies.key_of(t).seed) == (killed["cell"], killed["seed"])]
-    assert [t.state.name for t in mine] == ["FAIL", "COMPLETE"]
-    assert studies.FAILURE not in mine[0].user_attrs  # no reason: its worker vanished
-    final_run = mine[1].user_attrs[studies.RUN_ID]
+    mine = [t for t in trials if t.key is not None and (t.key.cell, t.key.seed) == (killed["cell"], killed["seed"])]
+    assert [t.state for t in mine] == [studies.FAILED, studies.COMPLETE]
+    assert mine[0].failure is None  # no reason: its worker vanished
+    final_run = mine[1].run_id
     if out_dirs is None or final_run == killed["run_id"]:
         assert final_run == killed["run_id"]
     else:

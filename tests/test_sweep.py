@@ -167,8 +167,8 @@ def test_each_cell_and_seed_is_claimed_exactly_once_by_concurrent_workers(tmp_pa
         own_study = studies.load(own, spec, "cpu")
         while (trial := studies.claim_waiting(own_study, own)) is not None:
             with lock:
-                claimed.append(studies.key_of(own.get_trial(studies.trial_id(trial))))
-            own_study.tell(trial, 0.5)
+                claimed.append(trial.key)
+            trial.complete(0.5, "run", 1.0)
 
     threads = [threading.Thread(target=worker) for _ in range(4)]
     for t in threads:
@@ -186,23 +186,22 @@ def test_failed_trials_stay_failed_unless_retried_and_dead_workers_trials_come_b
     keys = grid(spec, "cpu")
     studies.enqueue_grid(study, keys)
     first = studies.claim_waiting(study, storage)
-    first.set_user_attr(studies.FAILURE, "non-finite loss")
-    study.tell(first, state=studies.TrialState.FAIL)
+    first.fail("non-finite loss")
     assert studies.enqueue_grid(study, keys) == []  # a real failure is not retried by a plain re-run
     assert studies.key_states(study, keys)[keys[0]].reason == "non-finite loss"
     assert studies.enqueue_grid(study, keys, retry_failed=True) == [keys[0]]
 
     # A claimed trial whose worker stops beating: after 3 heartbeats it fails and a copy is queued.
     second = studies.claim_waiting(study, storage)
-    second.set_user_attr(studies.WORKER, "dead:1")
-    assert studies.key_of(storage.get_trial(studies.trial_id(second))) == keys[1]
+    storage.set_trial_user_attr(second.id, studies.WORKER, "dead:1")
+    assert second.key == keys[1]
     time.sleep(4.5)  # sqlite keeps heartbeats to the second
     studies.recover_stale(study, storage)
-    assert storage.get_trial(studies.trial_id(second)).state == studies.TrialState.FAIL
+    assert storage.get_trial(second.id).state == studies.TrialState.FAIL
     state = studies.key_states(study, keys)[keys[1]]
-    assert state.state == "waiting" and state.trial.user_attrs[studies.WORKER] == "dead:1"
+    assert state.state == "waiting" and state.trial.worker == "dead:1" and state.trial.retry_of == (second.number,)
     again = [studies.claim_waiting(study, storage) for _ in range(2)]
-    assert sorted(str(studies.key_of(storage.get_trial(studies.trial_id(t)))) for t in again) == sorted(map(str, keys))
+    assert sorted(str(t.key) for t in again) == sorted(map(str, keys))
     assert studies.claim_waiting(study, storage) is None
 
 

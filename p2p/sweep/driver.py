@@ -17,11 +17,15 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from p2p import contract
 from p2p.config import RunConfig
 from p2p.errors import UserError
 from p2p.sweep.claims import FindingsReader
+
+if TYPE_CHECKING:  # the study module imports optuna: only when a sweep runs
+    from p2p.sweep.study import TrialRecord
 from p2p.sweep.spec import SweepJob, SweepSpec, TrialKey, check_cli_overrides, grid, load_spec, trial_config
 
 POLL_S = 3.0  # seconds between looks at the study (a finished trial's line appears within this)
@@ -268,8 +272,8 @@ def _watch(plan: Plan, study, procs: list[subprocess.Popen], progress: bool) -> 
     from p2p.sweep import study as studies
 
     total = sum(plan.epochs(k.cell) for k in plan.keys) or plan.trial_count * plan.epochs("base")
-    trials = study.get_trials(deepcopy=False)
-    seen = {t.number for t in trials if t.state.is_finished()}
+    trials = studies.records(study)
+    seen = {t.number for t in trials if t.finished}
     pending: set[int] = set()
     # smoothing=0: the rate over the whole sweep, as epochs arrive in bursts from parallel workers
     bar = tqdm(total=total, initial=_epochs_done(plan, trials), unit="epoch", desc=f"{plan.spec.name} ({plan.scale})",
@@ -277,11 +281,11 @@ def _watch(plan: Plan, study, procs: list[subprocess.Popen], progress: bool) -> 
     try:
         while True:
             running = [p for p in procs if p.poll() is None]
-            trials = study.get_trials(deepcopy=False)
+            trials = studies.records(study)
             retried = studies.retried_numbers(trials)
             for trial in trials:
-                if trial.state.is_finished() and trial.number not in seen:
-                    if running and trial.state.name == "FAIL" and trial.number not in (retried | pending):
+                if trial.finished and trial.number not in seen:
+                    if running and trial.state == studies.FAILED and trial.number not in (retried | pending):
                         pending.add(trial.number)  # its copy may be queued a moment after it failed: look again
                         continue
                     seen.add(trial.number)
@@ -305,27 +309,24 @@ def _epochs_done(plan: Plan, trials: list) -> int:
             if state.state in ("done", "failed"):
                 done += full
             elif state.trial is not None:
-                done += min(full, int(state.trial.user_attrs.get(studies.EPOCH, 0)))
+                done += min(full, state.trial.epoch)
         return done
     full = plan.epochs("base")
-    return sum(full if t.state.is_finished() else int(t.user_attrs.get(studies.EPOCH, 0)) for t in trials)
+    return sum(full if t.finished else t.epoch for t in trials)
 
 
-def _trial_line(plan: Plan, trial, retried: bool = False) -> str:
+def _trial_line(plan: Plan, trial: TrialRecord, retried: bool = False) -> str:
     from p2p.sweep import study as studies
 
-    attrs = trial.user_attrs
-    label = f"{attrs.get(studies.CELL, f't{trial.number:03d}')} seed{attrs.get(studies.SEED, '?')}"
-    state = trial.state.name
-    if state == "COMPLETE":
-        took = attrs.get(studies.SECONDS)
+    label = trial.label
+    if trial.state == studies.COMPLETE:
         return (f"  done    {label:28s} {plan.spec.objective} {trial.value:.4f}"
-                + (f"  ({_duration(took)})" if took else ""))
-    if state == "PRUNED":
-        return f"  pruned  {label:28s} {attrs.get(studies.FAILURE, '')}"
+                + (f"  ({_duration(trial.seconds)})" if trial.seconds else ""))
+    if trial.state == studies.PRUNED:
+        return f"  pruned  {label:28s} {trial.failure or ''}"
     reason = studies.failure_reason(trial).splitlines()[0][:200]
     if retried:  # a dead worker's trial, queued again: it resumes from its last checkpoint
-        epoch = attrs.get(studies.EPOCH)
+        epoch = trial.epoch
         return f"  requeued {label:27s} {reason}; runs again" + (f" from epoch {epoch}" if epoch else "")
     return f"  failed  {label:28s} {reason}"
 
@@ -345,7 +346,7 @@ def _finish(plan: Plan, study, codes: list[int | None]) -> int:
     print(summary(plan, study))
     left = studies.has_unfinished(study) if plan.spec.search is not None else any(
         s.state in ("missing", "waiting", "running") for s in studies.key_states(study, plan.keys).values())
-    parent = study.user_attrs.get(studies.PARENT_RUN)
+    parent = studies.parent_run(study)
     if parent:
         print(f"MLflow: experiment '{plan.spec.name}' in {tracking.tracking_uri()}, parent run {parent}")
     if left:
@@ -381,14 +382,15 @@ def summary(plan: Plan, study) -> str:
             lines.append(f"  {cell.name:28s} {len(values):>3d} / {len(cell_states):<2d} {mean:>8s}  {sd:>7s}  {shown}")
             failures += [f"{s.key.label}: {s.reason.splitlines()[0][:300]}" for s in cell_states if s.state == "failed"]
     else:
-        trials = [t for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
-        best = sorted(trials, key=lambda t: t.value, reverse=spec.direction == "maximize")[:5]
-        lines.append(f"  {len(trials)} trials complete; best:")
+        trials = studies.records(study)
+        complete = [t for t in trials if t.state == studies.COMPLETE]
+        best = sorted(complete, key=lambda t: t.value, reverse=spec.direction == "maximize")[:5]
+        lines.append(f"  {len(complete)} trials complete; best:")
         for t in best:
             params = ", ".join(f"{k}={_short(v)}" for k, v in t.params.items())
-            lines.append(f"  {t.user_attrs.get(studies.CELL, t.number)!s:8s} {t.value:.4f}  {params}")
-        failures = [f"t{t.number:03d}: {studies.failure_reason(t).splitlines()[0][:300]}"
-                    for t in study.get_trials(deepcopy=False) if t.state.name == "FAIL" and studies.FAILURE in t.user_attrs]
+            lines.append(f"  {t.key.cell if t.key else t.number!s:8s} {t.value:.4f}  {params}")
+        failures = [f"t{t.number:03d}: {t.failure.splitlines()[0][:300]}"
+                    for t in trials if t.state == studies.FAILED and t.failure is not None]
     if failures:
         lines.append("  failed trials (run again with --retry-failed to retry them):")
         lines += [f"    {f}" for f in failures]

@@ -68,7 +68,7 @@ def describe_plan(plan, study, url: str, workers: int, threads: int, pack: int =
         search = spec.search
         params = ", ".join(f"{p.key} in {list(p.choices) if p.choices else f'[{p.low:g}, {p.high:g}]'}"
                            + (" (log)" if p.log else "") for p in search.params)
-        done = sum(1 for t in study.get_trials(deepcopy=False) if t.state.is_finished()) if study else 0
+        done = sum(1 for t in studies.records(study) if t.finished) if study else 0
         lines.append(f"  search: {search.trials} trials ({done} finished) of {params}; sampler {search.sampler}, "
                      f"pruner {search.pruner}")
         lines.append(f"  one run: {step_s['base'] * 1000:.0f} ms a step, {run_s['base'] / 60:.1f} min unpruned")

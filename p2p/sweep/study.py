@@ -1,7 +1,9 @@
 """The Optuna side of a sweep: storage, the study, its queue of trials, heartbeats.
 
-This package is the only place that imports optuna, and this module the only one that touches
-Optuna's private parts (`trial_id`, `retry_history`). A grid sweep enqueues each (cell, seed)
+The only module that imports optuna (the trial seam, as p2p/tracker.py is MLflow's): the rest of the
+sweep reads trials as plain `TrialRecord`s and acts on the trials it claimed through `ClaimedTrial`;
+a study is an opaque handle to them. Optuna's private parts (`trial_id`, `retry_history`) are touched
+here only. A grid sweep enqueues each (cell, seed)
 as one fixed trial, keyed by its cell and seed user attrs (p2p.contract.Attr); workers claim WAITING
 trials one at a time (the storage switches WAITING -> RUNNING for exactly one of them), and
 heartbeats let any worker notice a trial whose worker died, fail it and queue a copy, which
@@ -29,9 +31,11 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from p2p import contract
 from p2p.contract import Attr
 from p2p.errors import UserError, first_line, redact_url, scrub
-from p2p.sweep.spec import SweepSpec, TrialKey
+from p2p.sweep.spec import SearchParam, SweepSpec, TrialKey
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+Study = optuna.Study  # the handle the driver and the workers pass around (they never call it)
 
 STALE_RETRIES = 3  # a trial whose worker dies this many times is left failed (it may be what kills them)
 DEFAULT_HEARTBEAT_S = 10
@@ -58,9 +62,9 @@ def retry_history(trial: FrozenTrial) -> list[int]:
     return list(trial.system_attrs.get("retry_history", []))
 
 
-def retried_numbers(trials: list[FrozenTrial]) -> set[int]:
+def retried_numbers(trials: list[TrialRecord]) -> set[int]:
     """Trials that a retry copy replaced (their worker died and the trial was queued again)."""
-    return {n for t in trials for n in retry_history(t)}
+    return {n for t in trials for n in t.retry_of}
 
 
 def engine_url(url: str) -> str:
@@ -243,68 +247,115 @@ def _learning_overrides(overrides: list[str]) -> list[str]:
 # ---------------------------------------------------------------- the queue (grid sweeps)
 
 
+# A trial's state, as the rest of the sweep reads it.
+WAITING, RUNNING, COMPLETE, PRUNED, FAILED = "waiting", "running", "complete", "pruned", "failed"
+_STATE_NAMES = {TrialState.WAITING: WAITING, TrialState.RUNNING: RUNNING, TrialState.COMPLETE: COMPLETE,
+                TrialState.PRUNED: PRUNED, TrialState.FAIL: FAILED}
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial of the study, in plain terms."""
+
+    number: int
+    state: str  # WAITING | RUNNING | COMPLETE | PRUNED | FAILED
+    key: TrialKey | None  # (cell, seed); None for a search trial not yet started
+    value: float | None  # the objective, once complete
+    params: dict[str, Any]  # a search trial's sampled values
+    epoch: int  # the last epoch it finished
+    seconds: float | None  # how long it took in its worker, once complete
+    failure: str | None  # the recorded reason it failed or was pruned (None for a worker that vanished)
+    worker: str  # host:pid of the worker that claimed it
+    run_id: str | None  # its MLflow run, once finished
+    retry_of: tuple[int, ...]  # the numbers of the trials this one is a retry copy of (their worker died)
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (COMPLETE, PRUNED, FAILED)
+
+    @property
+    def label(self) -> str:
+        return self.key.label if self.key is not None else f"t{self.number:03d} seed?"
+
+
+def _key_of(attrs: dict[str, Any]) -> TrialKey | None:
+    if CELL not in attrs or SEED not in attrs:
+        return None
+    return TrialKey(str(attrs[CELL]), int(attrs[SEED]))
+
+
+def _record(trial: FrozenTrial) -> TrialRecord:
+    attrs = trial.user_attrs
+    return TrialRecord(trial.number, _STATE_NAMES[trial.state], _key_of(attrs), trial.value, dict(trial.params),
+                       int(attrs.get(EPOCH, 0)), float(attrs[SECONDS]) if SECONDS in attrs else None,
+                       str(attrs[FAILURE]) if FAILURE in attrs else None, str(attrs.get(WORKER, "")),
+                       attrs.get(RUN_ID), tuple(retry_history(trial)))
+
+
+def records(study: optuna.Study) -> list[TrialRecord]:
+    """Every trial of the study, oldest first."""
+    return [_record(t) for t in study.get_trials(deepcopy=False)]
+
+
+def parent_run(study: optuna.Study) -> str | None:
+    """The sweep's MLflow parent run (set by the first worker)."""
+    return study.user_attrs.get(PARENT_RUN)
+
+
+def set_parent_run(study: optuna.Study, run_id: str) -> None:
+    study.set_user_attr(PARENT_RUN, run_id)
+
+
 @dataclass(frozen=True)
 class KeyState:
     """Where one (cell, seed) stands, from all the trials that carry its key."""
 
     key: TrialKey
     state: str  # done | running | waiting | failed | missing
-    trial: FrozenTrial | None  # the trial that decides the state
+    trial: TrialRecord | None  # the trial that decides the state
     reason: str = ""
-
-
-def key_of(trial: FrozenTrial) -> TrialKey | None:
-    if CELL not in trial.user_attrs or SEED not in trial.user_attrs:
-        return None
-    return TrialKey(str(trial.user_attrs[CELL]), int(trial.user_attrs[SEED]))
 
 
 def queued_keys(study: optuna.Study) -> list[TrialKey]:
     """Every (cell, seed) some trial of the study carries, in the order first queued (rounds of seeds add keys
     beyond the spec's grid)."""
-    keys = (key_of(t) for t in study.get_trials(deepcopy=False))
-    return list(dict.fromkeys(k for k in keys if k is not None))
+    return list(dict.fromkeys(r.key for r in records(study) if r.key is not None))
 
 
 def seconds_taken(state: KeyState) -> float | None:
     """How long a done trial took in its worker (None if not done or not recorded)."""
-    took = state.trial.user_attrs.get(SECONDS) if state.state == "done" and state.trial is not None else None
-    return float(took) if took is not None else None
+    return state.trial.seconds if state.state == "done" and state.trial is not None else None
 
 
-def failure_reason(trial: FrozenTrial) -> str:
-    """Why a FAIL trial failed: the recorded reason, or its worker having stopped."""
-    if FAILURE in trial.user_attrs:
-        return str(trial.user_attrs[FAILURE])
-    return "its worker stopped responding (no heartbeat)"
+def failure_reason(trial: TrialRecord) -> str:
+    """Why a failed trial failed: the recorded reason, or its worker having stopped."""
+    return trial.failure if trial.failure is not None else "its worker stopped responding (no heartbeat)"
 
 
-def stale_retries_exhausted(trial: FrozenTrial) -> bool:
-    return len(retry_history(trial)) >= STALE_RETRIES
+def stale_retries_exhausted(trial: TrialRecord) -> bool:
+    return len(trial.retry_of) >= STALE_RETRIES
 
 
-def key_states(trials: optuna.Study | list[FrozenTrial], keys: list[TrialKey]) -> dict[TrialKey, KeyState]:
-    """The state of each key, from a study or from a list of its trials already read."""
+def key_states(trials: optuna.Study | list[TrialRecord], keys: list[TrialKey]) -> dict[TrialKey, KeyState]:
+    """The state of each key, from a study or from its trials already read (`records`)."""
     if isinstance(trials, optuna.Study):
-        trials = trials.get_trials(deepcopy=False)
-    by_key: dict[TrialKey, list[FrozenTrial]] = {k: [] for k in keys}
+        trials = records(trials)
+    by_key: dict[TrialKey, list[TrialRecord]] = {k: [] for k in keys}
     for trial in trials:
-        key = key_of(trial)
-        if key in by_key:
-            by_key[key].append(trial)
+        if trial.key in by_key:
+            by_key[trial.key].append(trial)
     return {key: _state_of(key, trials) for key, trials in by_key.items()}
 
 
-def _state_of(key: TrialKey, trials: list[FrozenTrial]) -> KeyState:
-    for state, label in ((TrialState.COMPLETE, "done"), (TrialState.PRUNED, "done"), (TrialState.RUNNING, "running"),
-                         (TrialState.WAITING, "waiting")):
+def _state_of(key: TrialKey, trials: list[TrialRecord]) -> KeyState:
+    for state, label in ((COMPLETE, "done"), (PRUNED, "done"), (RUNNING, "running"), (WAITING, "waiting")):
         found = [t for t in trials if t.state == state]
         if found:
             return KeyState(key, label, found[-1])
-    failed = [t for t in trials if t.state == TrialState.FAIL]
+    failed = [t for t in trials if t.state == FAILED]
     # A real failure (NaN, bad config) or a trial that kept killing its worker stays failed;
     # a stale trial whose retry copy was never queued (its finder died) is simply missing.
-    decided = [t for t in failed if FAILURE in t.user_attrs or stale_retries_exhausted(t)]
+    decided = [t for t in failed if t.failure is not None or stale_retries_exhausted(t)]
     if decided:
         return KeyState(key, "failed", decided[-1], failure_reason(decided[-1]))
     return KeyState(key, "missing", failed[-1] if failed else None)
@@ -322,7 +373,71 @@ def enqueue_grid(study: optuna.Study, keys: list[TrialKey], retry_failed: bool =
     return queued
 
 
-def claim_waiting(study: optuna.Study, storage: RDBStorage) -> Trial | None:
+class ClaimedTrial:
+    """A trial this worker claimed (RUNNING), and everything a worker records on it."""
+
+    def __init__(self, study: optuna.Study, trial: Trial):
+        self._study, self._trial = study, trial
+        trial.set_user_attr(WORKER, worker_name())
+
+    @property
+    def number(self) -> int:
+        return self._trial.number
+
+    @property
+    def id(self) -> int:
+        return trial_id(self._trial)
+
+    @property
+    def key(self) -> TrialKey | None:
+        return _key_of(self._trial.user_attrs)
+
+    def name(self, key: TrialKey) -> None:
+        """Give a new search trial its (cell, seed): copied to a retry, which then finds this trial's checkpoint."""
+        self._trial.set_user_attr(CELL, key.cell)
+        self._trial.set_user_attr(SEED, key.seed)
+
+    def suggest(self, params: tuple[SearchParam, ...]) -> dict[str, Any]:
+        """A search trial's values, sampled by the study's sampler."""
+        values: dict[str, Any] = {}
+        for p in params:
+            if p.choices is not None:
+                values[p.key] = self._trial.suggest_categorical(p.key, list(p.choices))
+            elif p.integer:
+                values[p.key] = self._trial.suggest_int(p.key, int(p.low), int(p.high), log=p.log)
+            else:
+                values[p.key] = self._trial.suggest_float(p.key, p.low, p.high, log=p.log)
+        return values
+
+    def reached_epoch(self, epoch: int, value: float | None = None) -> bool:
+        """Record a finished epoch; with the objective's `value` (a search), whether the pruner stops the trial."""
+        self._trial.set_user_attr(EPOCH, epoch)
+        if value is None:
+            return False
+        self._trial.report(value, epoch)
+        return self._trial.should_prune()
+
+    def complete(self, value: float, run_id: str, seconds: float) -> None:
+        self._ran(run_id, seconds)
+        self._study.tell(self._trial, value)
+
+    def fail(self, reason: str, run_id: str | None = None, seconds: float | None = None) -> None:
+        self._ran(run_id, seconds)
+        self._trial.set_user_attr(FAILURE, reason[:2000])
+        self._study.tell(self._trial, state=TrialState.FAIL)
+
+    def prune(self, reason: str) -> None:
+        self._trial.set_user_attr(FAILURE, reason[:2000])
+        self._study.tell(self._trial, state=TrialState.PRUNED)
+
+    def _ran(self, run_id: str | None, seconds: float | None) -> None:
+        if run_id is not None:
+            self._trial.set_user_attr(RUN_ID, run_id)
+        if seconds is not None:
+            self._trial.set_user_attr(SECONDS, round(seconds, 1))
+
+
+def claim_waiting(study: optuna.Study, storage: RDBStorage) -> ClaimedTrial | None:
     """Claim one queued trial, or None when the queue is empty.
 
     Not `study.ask()`: when the queue empties between looking and claiming, ask() makes a
@@ -334,13 +449,13 @@ def claim_waiting(study: optuna.Study, storage: RDBStorage) -> Trial | None:
             try:
                 if storage.set_trial_state_values(trial_id(frozen), state=TrialState.RUNNING):
                     storage.record_heartbeat(trial_id(frozen))
-                    return Trial(study, trial_id(frozen))
+                    return ClaimedTrial(study, Trial(study, trial_id(frozen)))
             except optuna.exceptions.UpdateFinishedTrialError:
                 continue
     return None
 
 
-def next_search_trial(study: optuna.Study, storage: RDBStorage, budget: int) -> Trial | None:
+def next_search_trial(study: optuna.Study, storage: RDBStorage, budget: int) -> ClaimedTrial | None:
     """A retried trial if one is queued, else a new one from the sampler while the budget lasts."""
     trial = claim_waiting(study, storage)
     if trial is not None:
@@ -351,7 +466,7 @@ def next_search_trial(study: optuna.Study, storage: RDBStorage, budget: int) -> 
         warnings.simplefilter("ignore")  # "heartbeat is supposed to be used with optimize": we beat ourselves
         trial = study.ask()
         storage.record_heartbeat(trial_id(trial))
-    return trial
+    return ClaimedTrial(study, trial)
 
 
 def search_slots_used(study: optuna.Study) -> int:
@@ -359,7 +474,7 @@ def search_slots_used(study: optuna.Study) -> int:
 
     Workers that ask at the same moment may overshoot the budget by one trial each.
     """
-    trials = study.get_trials(deepcopy=False)
+    trials = records(study)
     replaced = retried_numbers(trials)
     return sum(1 for t in trials if t.number not in replaced)
 
@@ -390,10 +505,15 @@ def has_unfinished(study: optuna.Study) -> bool:
     return bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)))
 
 
-def release(storage: RDBStorage, trial: Trial) -> None:
+def running_workers(study: optuna.Study) -> set[str]:
+    """The workers (host:pid) of the trials running now, on every machine."""
+    return {str(t.user_attrs.get(WORKER, "")) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+
+
+def release(storage: RDBStorage, trial: ClaimedTrial) -> None:
     """Put an interrupted trial back in the queue (Ctrl-C): the next worker resumes it at once."""
     with contextlib.suppress(Exception):
-        storage.set_trial_state_values(trial_id(trial), state=TrialState.WAITING)
+        storage.set_trial_state_values(trial.id, state=TrialState.WAITING)
 
 
 def worker_name() -> str:
@@ -401,7 +521,7 @@ def worker_name() -> str:
 
 
 @contextlib.contextmanager
-def heartbeat(storage: RDBStorage, trial: Trial) -> Iterator[None]:
+def heartbeat(storage: RDBStorage, trial: ClaimedTrial) -> Iterator[None]:
     """Beat for the trial from a thread while the body runs (torch releases the GIL in its kernels)."""
     stop = threading.Event()
     interval = storage.get_heartbeat_interval() or DEFAULT_HEARTBEAT_S
@@ -409,9 +529,9 @@ def heartbeat(storage: RDBStorage, trial: Trial) -> Iterator[None]:
     def beat() -> None:
         while not stop.wait(interval):
             with contextlib.suppress(Exception):  # a missed beat is retried; 3 in a row mean stale
-                storage.record_heartbeat(trial_id(trial))
+                storage.record_heartbeat(trial.id)
 
-    storage.record_heartbeat(trial_id(trial))
+    storage.record_heartbeat(trial.id)
     thread = threading.Thread(target=beat, name="p2p-heartbeat", daemon=True)
     thread.start()
     try:

@@ -22,14 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import optuna
-from optuna.trial import Trial, TrialState
-
 from p2p import checkpoint, contract, signals, tracking
 from p2p.contract import Tag
 from p2p.errors import UserError
 from p2p.sweep import study as studies
-from p2p.sweep.spec import SweepJob, run_dir, trial_config
+from p2p.sweep.spec import SweepJob, TrialKey, run_dir, trial_config
 from p2p.trainer import RunRequest, StopTraining, TrainingFault, train_together
 
 
@@ -40,7 +37,7 @@ def run_worker(job: SweepJob) -> int:
     join_sweep(job, study)
     idle_poll = min(2.0, float(job.heartbeat_s))
     while True:
-        trials: list[Trial] = []
+        trials: list[studies.ClaimedTrial] = []
         try:
             with signals.held():  # a stop waits for the storage's writes (cut in half, they would keep its lock)
                 studies.recover_stale(study, storage)
@@ -49,7 +46,6 @@ def run_worker(job: SweepJob) -> int:
                              if job.spec.search is not None else studies.claim_waiting(study, storage))
                     if trial is None:
                         break
-                    trial.set_user_attr(studies.WORKER, studies.worker_name())
                     trials.append(trial)
                 if not trials and not studies.has_unfinished(study):
                     return 0
@@ -66,7 +62,7 @@ def run_worker(job: SweepJob) -> int:
             raise
 
 
-def join_sweep(job: SweepJob, study: optuna.Study) -> None:
+def join_sweep(job: SweepJob, study: studies.Study) -> None:
     """Before the first trial: the sweep's MLflow parent run and the FCN scorers its cells share.
 
     Under the storage's lock, so that of all the workers on all machines exactly one creates
@@ -79,8 +75,8 @@ def join_sweep(job: SweepJob, study: optuna.Study) -> None:
         parent = tracking.find_or_start_run(contract.sweep_experiment(spec.name),
                                             contract.parent_run_name(spec.name, job.scale),
                                             {Tag.SWEEP: spec.name, Tag.SCALE: job.scale, Tag.ROLE: contract.ROLE_SWEEP})
-        if study.user_attrs.get(studies.PARENT_RUN) != parent.run_id:
-            study.set_user_attr(studies.PARENT_RUN, parent.run_id)
+        if studies.parent_run(study) != parent.run_id:
+            studies.set_parent_run(study, parent.run_id)
             parent.set_tags({Tag.OBJECTIVE: spec.objective, Tag.DIRECTION: spec.direction, Tag.KIND: spec.kind,
                              Tag.FACTOR: spec.description[:4000], Tag.CELLS: ",".join(c.name for c in spec.cells),
                              Tag.SET: " ".join(job.overrides)})
@@ -115,13 +111,13 @@ def ensure_fcn_scorers(job: SweepJob) -> None:
 class Claimed:
     """A trial ready to train: its run request, and how to record that it failed."""
 
-    trial: Trial
+    trial: studies.ClaimedTrial
     request: RunRequest
     fail: Callable[[str], None]
     started: float
 
 
-def run_trials(job: SweepJob, study: optuna.Study, trials: list[Trial]) -> None:
+def run_trials(job: SweepJob, study: studies.Study, trials: list[studies.ClaimedTrial]) -> None:
     """Train the claimed trials together and record how each ended. A stop signal (p2p.signals) may end the
     training at any moment, but waits for the storage writes before and after it, which are never cut in half."""
     claimed = [c for c in (claim(job, study, trial) for trial in trials) if c is not None]
@@ -131,8 +127,7 @@ def run_trials(job: SweepJob, study: optuna.Study, trials: list[Trial]) -> None:
     for c, outcome in zip(claimed, outcomes):
         if isinstance(outcome, StopTraining):
             with signals.held():
-                c.trial.set_user_attr(studies.FAILURE, outcome.reason)
-                study.tell(c.trial, state=TrialState.PRUNED)
+                c.trial.prune(outcome.reason)
         elif isinstance(outcome, (TrainingFault, UserError)):
             c.fail(str(outcome))
         elif isinstance(outcome, Exception):  # a bug or a broken environment: record it, keep the sweep going
@@ -140,15 +135,15 @@ def run_trials(job: SweepJob, study: optuna.Study, trials: list[Trial]) -> None:
             c.fail(f"{type(outcome).__name__}: {outcome}")
         else:
             with signals.held():
-                _record_result(job.spec, study, c.trial, outcome, c.started)
+                _record_result(job.spec, c.trial, outcome, c.started)
 
 
-def claim(job: SweepJob, study: optuna.Study, trial: Trial) -> Claimed | None:
+def claim(job: SweepJob, study: studies.Study, trial: studies.ClaimedTrial) -> Claimed | None:
     """The trial's config, folder, tags and epoch callback; None when it failed already (its config is invalid)."""
     spec, started = job.spec, time.time()
     with signals.held():
         cell, seed = _identity(job, trial)
-        parent = study.user_attrs.get(studies.PARENT_RUN)
+        parent = studies.parent_run(study)
     experiment = contract.sweep_experiment(spec.name)
     tags = {Tag.SWEEP: spec.name, Tag.SCALE: job.scale, Tag.CELL: cell, Tag.SEED: seed}
     run_name = contract.trial_run_name(cell, seed)
@@ -156,8 +151,7 @@ def claim(job: SweepJob, study: optuna.Study, trial: Trial) -> Claimed | None:
     def fail(reason: str) -> None:
         with signals.held():
             _record_failed_run(experiment, run_name, {**tags, Tag.TRIAL: trial.number}, parent, reason, started)
-            trial.set_user_attr(studies.FAILURE, reason[:2000])
-            study.tell(trial, state=TrialState.FAIL)
+            trial.fail(reason)
 
     try:
         with signals.held():
@@ -172,17 +166,14 @@ def claim(job: SweepJob, study: optuna.Study, trial: Trial) -> Claimed | None:
     share_cores = bool(job.threads) and cfg.runtime.threads == job.threads  # the thread count is the worker's to set
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-        trial.set_user_attr(studies.EPOCH, epoch)
+        value = metrics.get(spec.objective) if spec.search is not None else None  # a search's pruner reads it
+        if trial.reached_epoch(epoch, value):
+            raise StopTraining(f"pruned after epoch {epoch}: {spec.objective} {value:.4f} is below "
+                               f"the median of earlier trials at this epoch")
         if share_cores:  # the last trials of a sweep take over the cores that finished workers left idle
             import torch
 
             torch.set_num_threads(cores_per_local_worker(study))
-        value = metrics.get(spec.objective)
-        if spec.search is not None and value is not None:
-            trial.report(value, epoch)
-            if trial.should_prune():
-                raise StopTraining(f"pruned after epoch {epoch}: {spec.objective} {value:.4f} is below "
-                                   f"the median of earlier trials at this epoch")
 
     request = RunRequest(cfg, tracking.MlflowTracker(), folder, resume=True, experiment=experiment,
                          tags={**tags, Tag.TRIAL: str(trial.number)}, parent_run_id=parent, on_epoch=on_epoch,
@@ -190,55 +181,43 @@ def claim(job: SweepJob, study: optuna.Study, trial: Trial) -> Claimed | None:
     return Claimed(trial, request, fail, started)
 
 
-def _record_result(spec, study: optuna.Study, trial: Trial, result, started: float) -> None:
+def _record_result(spec, trial: studies.ClaimedTrial, result, started: float) -> None:
     run = tracking.MlflowTracker.of(result.run_id)
     run.set_tags({Tag.TRIAL: trial.number})  # the attempt that finished
-    trial.set_user_attr(studies.RUN_ID, result.run_id)
-    trial.set_user_attr(studies.SECONDS, round(time.time() - started, 1))
+    seconds = time.time() - started
     value = result.scores.get(spec.objective)
     if value is None or not math.isfinite(value):
         reason = (f"the objective {spec.objective} was not scored (scores: {', '.join(sorted(result.scores)) or 'none'}); "
                   f"check eval.metrics")
         run.set_tags({Tag.FAILURE: reason})
-        trial.set_user_attr(studies.FAILURE, reason)
-        study.tell(trial, state=TrialState.FAIL)
+        trial.fail(reason, result.run_id, seconds)
         return
-    study.tell(trial, value)
+    trial.complete(value, result.run_id, seconds)
 
 
-def cores_per_local_worker(study: optuna.Study) -> int:
+def cores_per_local_worker(study: studies.Study) -> int:
     """This machine's cores split among the worker processes running trials on it now (each may hold a pack)."""
     host = studies.worker_name().split(":", 1)[0] + ":"
-    workers = {str(t.user_attrs.get(studies.WORKER, "")) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    workers = studies.running_workers(study)
     return max(1, (os.cpu_count() or 1) // max(1, len({w for w in workers if w.startswith(host)})))
 
 
-def _identity(job: SweepJob, trial: Trial) -> tuple[str, int]:
-    """(cell, seed): from the queued trial's attrs; a new search trial is named after its number."""
-    attrs = trial.user_attrs
-    if studies.CELL in attrs:
-        return str(attrs[studies.CELL]), int(attrs[studies.SEED])
-    cell, seed = f"t{trial.number:03d}", job.spec.seeds_for(job.scale)[0]
-    trial.set_user_attr(studies.CELL, cell)  # copied to a retry, which then finds this trial's checkpoint
-    trial.set_user_attr(studies.SEED, seed)
-    return cell, seed
+def _identity(job: SweepJob, trial: studies.ClaimedTrial) -> tuple[str, int]:
+    """(cell, seed): from the queued trial; a new search trial is named after its number."""
+    key = trial.key
+    if key is None:
+        key = TrialKey(f"t{trial.number:03d}", job.spec.seeds_for(job.scale)[0])
+        trial.name(key)
+    return key.cell, key.seed
 
 
-def _trial_overrides(job: SweepJob, trial: Trial, cell: str) -> dict[str, Any]:
+def _trial_overrides(job: SweepJob, trial: studies.ClaimedTrial, cell: str) -> dict[str, Any]:
     spec = job.spec
     if spec.search is None:
         if cell not in {c.name for c in spec.cells}:
             raise UserError(f"{spec.path}: cell {cell!r} is queued but no longer in the spec")
         return dict(spec.cell(cell).overrides)
-    values: dict[str, Any] = {}
-    for p in spec.search.params:
-        if p.choices is not None:
-            values[p.key] = trial.suggest_categorical(p.key, list(p.choices))
-        elif p.integer:
-            values[p.key] = trial.suggest_int(p.key, int(p.low), int(p.high), log=p.log)
-        else:
-            values[p.key] = trial.suggest_float(p.key, p.low, p.high, log=p.log)
-    return values
+    return trial.suggest(spec.search.params)
 
 
 def _prepare_run_dir(folder: Path, experiment: str, tags: dict[str, Any]) -> None:
