@@ -9,7 +9,7 @@ baseline is the reference implementation's loop: eager fp32, the same networks, 
 The data part generates a dataset of aligned JPEG pairs and compares decoding and reading
 it held in memory (p2p before memory-mapped splits) with the memory-mapped decoded split:
 peak resident memory, decode time, and the loader's time per training batch. Its default
-(`--data-pairs 2000`, 286x286, ~1 GB decoded) keeps the bench at minutes; the README's
+(`--data-pairs 2000`, 286x286, ~1 GB decoded) keeps the bench at minutes; docs/speed.md's
 numbers come from `--data-pairs 20000` (~9.8 GB decoded, more than a 2-core CI machine
 should hold twice), run alone: `python -m benchmarks.bench --skip train,score,tracking,startup,sweep,epoch
 --data-pairs 20000`.
@@ -436,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epoch-images", type=int, default=0,
                         help="real epochs: training images (default: 400 on CUDA, 40 on the CPU)")
     parser.add_argument("--data-pairs", type=int, default=2000,
-                        help="pairs in the generated dataset of the data part (the README's numbers: 20000)")
+                        help="pairs in the generated dataset of the data part (docs/speed.md's numbers: 20000)")
     parser.add_argument("--data-size", type=int, default=286, help="side of each half of a generated pair (286)")
     parser.add_argument("--data-batches", type=int, default=20000, help="loader batches timed per path (at most)")
     parser.add_argument("--data-dir", default=None,

@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", default="experiments/facades.yaml",
                    help="run config naming the dataset and resolution (default experiments/facades.yaml)")
     p.add_argument("--size", type=int, default=None, help="resolution (default: the config's data.crop_size)")
-    p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (default: see README, Scores)")
+    p.add_argument("--epochs", type=int, default=None, help="fine-tuning epochs (default: see docs/scores.md, The FCN scorer)")
     p.add_argument("--force", action="store_true", help="fit again even if the scorer is cached")
     p.set_defaults(handler=cmd_fcn_fit)
 

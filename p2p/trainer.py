@@ -71,11 +71,6 @@ def lr_factor(epoch: int, epochs: int, decay_epochs: int) -> float:
     return 1.0 - max(0, epoch + 1 - epochs) / float(decay_epochs + 1)
 
 
-def total_epochs(cfg: RunConfig) -> int:
-    """`cfg.optim.total_epochs`: kept only for p2p/sweep/estimate.py until it reads the property (issue 18)."""
-    return cfg.optim.total_epochs
-
-
 def train(cfg: RunConfig, *, tracker: Tracker | None = None, run_dir: Path | None = None, resume: bool = False,
           experiment: str | None = None, tags: dict[str, str] | None = None, parent_run_id: str | None = None,
           progress: bool = True, on_epoch: Callable[[int, dict[str, float]], None] | None = None,

@@ -61,7 +61,7 @@ class Plan:
 
     def epochs(self, cell: str) -> int:
         cfg = self.configs.get(cell) or next(iter(self.configs.values()))
-        return cfg.optim.epochs + cfg.optim.decay_epochs
+        return cfg.optim.total_epochs
 
 
 def default_storage_url() -> str:
@@ -84,7 +84,7 @@ def resolve_scale(scale: str) -> str:
 
 def resolve_workers(workers: int, trials: int) -> tuple[int, int]:
     """(workers, threads per worker). Auto: one per GPU; on a CPU one per core with one thread each
-    (on the 2-core CPU, two 1-thread workers train far faster than one 2-thread one: README, "Sweeps")."""
+    (on the 2-core CPU, two 1-thread workers train far faster than one 2-thread one: docs/sweeps.md)."""
     cores = os.cpu_count() or 1
     if workers <= 0:
         workers = _gpu_count() or cores

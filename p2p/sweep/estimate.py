@@ -16,7 +16,7 @@ from p2p.config import RunConfig
 from p2p.data import list_images, split_dir
 from p2p.sweep.spec import TrialKey
 
-# Measured on the 2-core AMD EPYC CPU of this lab, one thread per process (README, "Sweeps"):
+# Measured on the 2-core AMD EPYC CPU of this lab, one thread per process (docs/sweeps.md):
 WORKER_START_S = 10.0  # a worker process: imports (torch, mlflow, optuna, torchmetrics), opening the stores
 TRIAL_SETUP_S = 3.0  # per trial: decoding the train split, building the nets, creating the MLflow run
 EPOCH_OVERHEAD_S = 1.0  # per epoch: the checkpoint and the MLflow metrics
@@ -87,12 +87,10 @@ def describe_plan(plan, study, url: str, workers: int, threads: int, pack: int =
 
 def run_seconds(cfg: RunConfig, step_s: float) -> float:
     """One run: its training steps, plus set-up and the scoring passes (every eval.every epochs and at the end)."""
-    from p2p.trainer import total_epochs
-
-    epochs = total_epochs(cfg)
+    epochs = cfg.optim.total_epochs
     images = _count(cfg, "train", cfg.data.max_images)
     steps = epochs * math.ceil(images / cfg.optim.batch_size)
-    passes = (epochs // cfg.eval.every if cfg.eval.every else 0) + (0 if cfg.eval.every and epochs % cfg.eval.every == 0 else 1)
+    passes = cfg.eval.passes(epochs)
     scored = _count(cfg, cfg.eval.split, cfg.eval.max_images)
     per_image = SCORE_S_PER_IMAGE_128 * (cfg.data.crop_size / 128) ** 2
     return TRIAL_SETUP_S + steps * step_s * STEP_LOOP_FACTOR + epochs * EPOCH_OVERHEAD_S + passes * scored * per_image

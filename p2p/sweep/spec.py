@@ -245,7 +245,7 @@ class SearchFile:
 
 @dataclass(frozen=True)
 class SpecFile:
-    """A sweep spec as written (README, "Write a sweep")."""
+    """A sweep spec as written (docs/sweeps.md, "Write a sweep")."""
 
     base: str = entry(expected="the path of a run config (relative to the spec)")
     objective: ObjectiveFile = entry(
