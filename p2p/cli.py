@@ -90,7 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scale", default="auto", help="cpu, paper, or a YAML overlay (default: paper where CUDA is "
                    "present, else cpu)")
     p.add_argument("--workers", type=int, default=0, metavar="N",
-                   help="worker processes on this machine (default: one per GPU, else one per CPU core)")
+                   help="worker processes on this machine (default: --per-gpu per GPU, else one per CPU core)")
+    p.add_argument("--per-gpu", default="auto", metavar="N",
+                   help="with --workers auto on CUDA: worker processes per GPU (default auto: 1 until several per "
+                        "GPU are verified on a GPU here; 4 processes gave 4.1x one on an H200, docs/speed.md)")
     p.add_argument("--pack", default="auto", metavar="K",
                    help="trials each worker process trains together, each exactly as alone (default auto: 1 on the "
                         "CPU, where packing does not pay, and on CUDA until packing is verified on a GPU)")
@@ -230,6 +233,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     pack = 0 if args.pack == "auto" else int(args.pack) if args.pack.isdigit() and int(args.pack) >= 1 else None
     if pack is None:
         raise UserError(f"--pack {args.pack}: expected a count of trials >= 1, or auto")
+    per_gpu = 0 if args.per_gpu == "auto" else int(args.per_gpu) if args.per_gpu.isdigit() and int(args.per_gpu) >= 1 \
+        else None
+    if per_gpu is None:
+        raise UserError(f"--per-gpu {args.per_gpu}: expected a count of worker processes >= 1, or auto")
     if args.worker:
         from p2p.sweep.worker import worker_main
 
@@ -241,7 +248,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     if args.workers < 0:
         raise UserError(f"--workers {args.workers}: expected a count >= 1 (or 0 for one per GPU or CPU core)")
-    options = SweepOptions(scale=args.scale, workers=args.workers, pack=pack, storage=args.storage,
+    options = SweepOptions(scale=args.scale, workers=args.workers, pack=pack, per_gpu=per_gpu, storage=args.storage,
                            overrides=tuple(args.overrides),
                            name=args.name, retry_failed=args.retry_failed, heartbeat_s=args.heartbeat,
                            progress=not args.no_progress)

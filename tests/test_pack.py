@@ -122,3 +122,30 @@ def test_a_packed_sweep_survives_a_kill_and_matches_the_unpacked_one(tmp_path, d
                          for r in runs}
     assert set(results[2]) == set(results[1]) == {(cell, "0") for cell in OK_CELLS}
     assert results[2] == results[1]
+
+
+def test_workers_per_gpu_and_pack_defaults(monkeypatch):
+    """Auto: one worker per core on a CPU; on CUDA --per-gpu per GPU (auto 1 until verified on a GPU), the cores
+    shared among them; never more workers than trials. --pack auto is 1 on both until measured to pay."""
+    from p2p.sweep import driver
+
+    monkeypatch.setattr(driver.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(driver, "_gpu_count", lambda: 0)
+    assert driver.resolve_workers(0, 100) == (16, 1) and driver.resolve_workers(0, 3) == (3, 5)
+    assert driver.resolve_workers(0, 100, per_gpu=4) == (16, 1)  # no GPU: per-GPU has no say
+    monkeypatch.setattr(driver, "_gpu_count", lambda: 2)
+    assert driver.resolve_workers(0, 100) == (2 * driver.AUTO_PER_GPU, 16 // (2 * driver.AUTO_PER_GPU))
+    assert driver.resolve_workers(0, 100, per_gpu=4) == (8, 2)
+    assert driver.resolve_workers(0, 5, per_gpu=4) == (5, 3)
+    assert driver.resolve_workers(3, 100, per_gpu=4) == (3, 5)  # --workers overrides
+    monkeypatch.setattr(driver, "cuda_present", lambda: True)
+    assert driver.resolve_pack(0) == driver.AUTO_PACK["cuda"] == 1 and driver.resolve_pack(3) == 3
+    monkeypatch.setattr(driver, "cuda_present", lambda: False)
+    assert driver.resolve_pack(0) == driver.AUTO_PACK["cpu"] == 1
+
+
+def test_per_gpu_is_checked(tmp_path):
+    from p2p.cli import main
+
+    path = write_spec(tmp_path, "flags", dict(OK_CELLS))
+    assert main(["sweep", str(path), "--per-gpu", "0", "--dry-run"]) == 2

@@ -37,6 +37,7 @@ class SweepOptions:
     scale: str = "auto"  # cpu | paper | auto (paper where CUDA is present)
     workers: int = 0  # 0: auto
     pack: int = 0  # trials per worker process (0: auto, see resolve_pack)
+    per_gpu: int = 0  # worker processes per GPU when --workers is auto (0: auto, see AUTO_PER_GPU)
     storage: str | None = None  # None: $P2P_SWEEP_STORAGE, else sqlite optuna.db here
     overrides: tuple[str, ...] = ()
     name: str | None = None
@@ -82,12 +83,20 @@ def resolve_scale(scale: str) -> str:
     return ("paper" if cuda_present() else "cpu") if scale == "auto" else scale
 
 
-def resolve_workers(workers: int, trials: int) -> tuple[int, int]:
-    """(workers, threads per worker). Auto: one per GPU; on a CPU one per core with one thread each
-    (on the 2-core CPU, two 1-thread workers train far faster than one 2-thread one: docs/sweeps.md)."""
+# Worker processes per GPU with --workers auto. At 7ba57ae four training processes on one H200 gave 4.1x
+# the throughput of one (docs/speed.md), but this per-GPU count has not yet run on a GPU in this repository:
+# until it has, auto keeps one process per GPU and `--per-gpu 4` is the user's choice.
+AUTO_PER_GPU = 1
+
+
+def resolve_workers(workers: int, trials: int, per_gpu: int = 0) -> tuple[int, int]:
+    """(workers, threads per worker). Auto: `per_gpu` per GPU (0: AUTO_PER_GPU), the machine's cores shared
+    among them; on a CPU one per core with one thread each (on the 2-core CPU, two 1-thread workers train far
+    faster than one 2-thread one: docs/sweeps.md). Never more workers than trials."""
     cores = os.cpu_count() or 1
     if workers <= 0:
-        workers = _gpu_count() or cores
+        gpus = _gpu_count()
+        workers = gpus * (per_gpu if per_gpu > 0 else AUTO_PER_GPU) if gpus else cores
         workers = max(1, min(workers, trials))
     return workers, max(1, cores // workers)
 
@@ -160,7 +169,7 @@ def describe(plan: Plan, options: SweepOptions, findings: FindingsReader | None)
     from p2p.sweep.estimate import describe_plan
 
     pack = resolve_pack(options.pack)
-    workers, threads = resolve_workers(options.workers, math.ceil(plan.trial_count / pack))
+    workers, threads = resolve_workers(options.workers, math.ceil(plan.trial_count / pack), options.per_gpu)
     url = options.storage or default_storage_url()
     lines = findings_so_far(findings, plan) if plan.spec.search is None else []
     return describe_plan(plan, studies.find(url, plan.spec, plan.scale), url, workers, threads, pack, lines)
@@ -179,7 +188,7 @@ def run_trials(spec_path: str | Path, plan: Plan, options: SweepOptions) -> int:
     """Start the workers on the plan's trials (those not yet finished), show progress, print the summary."""
     spec, scale, overrides = plan.spec, plan.scale, list(options.overrides)
     pack = resolve_pack(options.pack)
-    workers, threads = resolve_workers(options.workers, math.ceil(plan.trial_count / pack))
+    workers, threads = resolve_workers(options.workers, math.ceil(plan.trial_count / pack), options.per_gpu)
     url = options.storage or default_storage_url()
     job = SweepJob(spec, scale, url, tuple(overrides), options.heartbeat_s, threads, options.progress, pack)
     # MLflow prints a link per finished run when it talks to a server: dozens of lines in a sweep.
@@ -224,7 +233,7 @@ def _start_worker(spec_path: str | Path, job: SweepJob, name: str | None, index:
     env = dict(os.environ)
     gpus = _gpu_count() if count > 1 else 0
     if gpus > 1:
-        env["CUDA_VISIBLE_DEVICES"] = str(index % gpus)  # one GPU per worker
+        env["CUDA_VISIBLE_DEVICES"] = str(index % gpus)  # the workers dealt round the GPUs
     return subprocess.Popen(cmd, stdin=subprocess.PIPE, text=True, env=env)
 
 

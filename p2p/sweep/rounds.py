@@ -141,7 +141,7 @@ def round_seconds(plan: Plan, states: dict, todo: list[TrialKey], options: Sweep
     from p2p.sweep.estimate import measure_step_seconds, run_seconds, schedule_seconds
 
     pack = resolve_pack(options.pack)
-    workers, threads = resolve_workers(options.workers, math.ceil(len(todo) / pack))
+    workers, threads = resolve_workers(options.workers, math.ceil(len(todo) / pack), options.per_gpu)
     per_cell: dict[str, float] = {}
     for cell in {k.cell for k in todo}:
         taken = [t for key, state in states.items() if key.cell == cell
