@@ -171,6 +171,41 @@ def verdict(diff: Difference, interval: Sequence, sign: int, effect: float) -> s
     return "same direction, not resolved" if good > 0 else "other direction, not resolved"
 
 
+@dataclass(frozen=True)
+class FixedLook:
+    """What the lab's earlier fixed protocol says on the spec's own seeds: one paired t-test per claim, Holm over
+    the claims, p < 0.05. Valid at that one look only; kept beside a sequential verdict read at more seeds."""
+
+    seeds: tuple[int, ...]  # the common seeds it tested (the spec's)
+    mean: float
+    p_holm: float
+    verdict: str
+
+    def text(self) -> str:
+        shown = f"{self.seeds[0]}-{self.seeds[-1]}" if self.seeds else "none"
+        return f"the fixed {len(self.seeds)}-seed protocol (seeds {shown}, Holm) said {self.verdict} (Holm p = " \
+               f"{format_p(self.p_holm)})"
+
+
+def fixed_verdict(mean: float, p_holm: float, sign: int, alpha: float = ALPHA) -> str:
+    """The fixed-n protocol's verdict: reproduced / reversed at Holm p < alpha, else which way the runs lean."""
+    if math.isnan(mean) or math.isnan(p_holm):
+        return "not tested"
+    if p_holm < alpha:
+        return "reproduced" if sign * mean > 0 else "reversed"
+    return "same direction, not significant" if sign * mean > 0 else "other direction, not significant"
+
+
+def fixed_looks(runs: SweepRuns, metric: str, claims: list[paper.Claim]) -> list[FixedLook]:
+    """Each claim as the fixed protocol judged it: paired over the spec's seeds only, Holm over the claims."""
+    own = set(runs.seeds)
+    diffs = [compare({s: v for s, v in runs.values(c.better, metric).items() if s in own},
+                     {s: v for s, v in runs.values(c.worse, metric).items() if s in own}) for c in claims]
+    adjusted = holm([d.p for d in diffs])
+    sign = -1 if contract.lower_is_better(metric) else 1
+    return [FixedLook(tuple(d.seeds), d.mean, p, fixed_verdict(d.mean, p, sign)) for d, p in zip(diffs, adjusted)]
+
+
 def interval_for(diff: Difference, alpha: float) -> Sequence:
     """The confidence sequence of a paired difference at alpha; none (nan) for an unpaired or untested one:
     Welch's setting (two unknown variances, unmatched seeds) has no interval of this kind here."""
@@ -193,6 +228,7 @@ class ClaimResult:
     smallest: Needed  # ... at the smallest effect of interest
     power: float  # the power the current seeds have for the smallest effect
     trend: Trend | None = None
+    fixed: FixedLook | None = None  # the fixed protocol at the spec's seeds, where seeds were added beyond them
 
     @property
     def sign(self) -> int:
@@ -247,6 +283,8 @@ class ClaimResult:
         if self.trend is not None:
             parts.append(self.trend.text())
         parts.append(self.power_text())
+        if self.fixed is not None:
+            parts.append(self.fixed.text())
         return "; ".join(parts)
 
     def record(self) -> dict:
@@ -270,7 +308,10 @@ class ClaimResult:
                 "seeds_needed": {"observed": self.observed.value(), "smallest_effect": self.smallest.value(),
                                  "smallest_effect_size": self.effect, "power": 0.8,
                                  "alpha": ALPHA / max(1, self.claims)},
-                "power_now": _num(self.power)}
+                "power_now": _num(self.power),
+                "fixed_protocol": {"seeds": list(self.fixed.seeds), "mean_difference": _num(self.fixed.mean),
+                                   "p_holm": _num(self.fixed.p_holm), "verdict": self.fixed.verdict}
+                if self.fixed is not None else None}
 
 
 def judge_all(runs: SweepRuns, metric: str, history: pd.DataFrame | None = None,
@@ -283,13 +324,16 @@ def judge_all(runs: SweepRuns, metric: str, history: pd.DataFrame | None = None,
     k = len(claims)
     effect = load_effect_sizes().get(metric, math.nan)
     sign = -1 if contract.lower_is_better(metric) else 1
+    added = any(s not in runs.seeds for s in runs.finished["seed"])  # --until-resolved went past the spec's seeds
+    fixed = fixed_looks(runs, metric, claims) if added else [None] * k
     results = []
-    for claim, diff, p_holm in zip(claims, diffs, adjusted):
+    for claim, diff, p_holm, look in zip(claims, diffs, adjusted, fixed):
         interval = interval_for(diff, ALPHA / k)
         over = trend(history, claim.better, claim.worse, sign, ALPHA / k) if history is not None else None
         results.append(ClaimResult(claim, metric, diff, p_holm, interval, verdict(diff, interval, sign, effect), k,
                                    effect, seeds_needed(diff, diff.mean, ALPHA / k),
-                                   seeds_needed(diff, effect, ALPHA / k), power_now(diff, effect, ALPHA / k), over))
+                                   seeds_needed(diff, effect, ALPHA / k), power_now(diff, effect, ALPHA / k), over,
+                                   look))
     return results
 
 

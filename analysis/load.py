@@ -44,6 +44,15 @@ class SweepRuns:
     def finished(self) -> pd.DataFrame:
         return self.trials[self.trials["status"] == FINISHED]
 
+    def seeds_per_cell(self) -> dict[str, int]:
+        """Finished seeds of each cell (the spec's, and any `--until-resolved` added)."""
+        return {cell: int((self.finished["cell"] == cell).sum()) for cell in self.cells}
+
+    @property
+    def added_seeds(self) -> list[int]:
+        """Seeds of finished runs beyond the spec's own: `--until-resolved` ran them."""
+        return sorted({int(s) for s in self.finished["seed"]} - set(self.seeds))
+
     def missing(self) -> list[tuple[str, int]]:
         """(cell, seed) pairs of the spec without a finished run."""
         done = set(zip(self.finished["cell"], self.finished["seed"]))
@@ -100,12 +109,13 @@ def load_sweep(sweep: str, scale: str | None = None, root: Path = Path("."), spe
         row = {"run_id": r.run_id, "run_name": r.run_name, "cell": tags[Tag.CELL],
                "seed": int(tags.get(Tag.SEED, 0)), "status": r.status, "failure": tags.get(Tag.FAILURE, ""),
                "start_time": r.start_time, "end_time": r.end_time, "parent": tags.get(Tag.PARENT),
-               "git_commit": tags.get(Tag.GIT_COMMIT), "machine": tags.get(Tag.MACHINE)}
+               "git_commit": tags.get(Tag.GIT_COMMIT), "machine": tags.get(Tag.MACHINE),
+               "precision": tags.get(Tag.PRECISION) or _unresolved(r.params.get("runtime.precision"))}
         row.update({short: r.params.get(key) for key, short in EVAL_PARAMS.items()})
         row.update({k: r.metrics.get(k) for k in SCORES})
         rows.append(row)
     trials = pd.DataFrame(rows, columns=["run_id", "run_name", "cell", "seed", "status", "failure", "start_time",
-                                         "end_time", "parent", "git_commit", "machine", *EVAL_PARAMS.values(),
+                                         "end_time", "parent", "git_commit", "machine", "precision", *EVAL_PARAMS.values(),
                                          *SCORES])
     # A trial may have several runs (a worker died and it started again): keep the newest per status.
     trials = trials.sort_values("start_time", ascending=False)
@@ -121,6 +131,13 @@ def load_sweep(sweep: str, scale: str | None = None, root: Path = Path("."), spe
     trials = trials.sort_values(["cell", "seed"], key=lambda col: col.map(order) if col.name == "cell" else col)
     return SweepRuns(sweep, scale, parent.run_id if parent else None, cells, seeds, objective, direction,
                      trials.reset_index(drop=True), path, notes, dict(parent.tags) if parent else {})
+
+
+def _unresolved(precision: str | None) -> str | None:
+    """A run from before the precision tag: its configured precision, saying when 'auto' was not recorded resolved."""
+    if precision == "auto":
+        return "precision auto (resolved value not recorded)"
+    return precision
 
 
 def loss_curves(runs: SweepRuns) -> pd.DataFrame:

@@ -66,7 +66,12 @@ def reproduce_commands(runs: SweepRuns, out_root: Path) -> list[str]:
     """The commands that rerun the sweep and rewrite this report."""
     name, scale = runs.name, runs.scale
     sets = split_set_tag(runs.parent_tags.get(Tag.SET, ""))
-    if name in MAKE_SWEEPS and not sets and runs.spec_path is not None:
+    added = runs.added_seeds
+    if added and runs.spec_path is not None:  # --until-resolved: its seeds again, up to the most a cell reached
+        most = max(runs.seeds_per_cell().values())
+        sweep = (f".venv/bin/p2p sweep sweeps/{name}.yaml --scale {scale}" + "".join(f" --set {_quote(s)}" for s in sets)
+                 + f" --until-resolved --max-seeds {most}")
+    elif name in MAKE_SWEEPS and not sets and runs.spec_path is not None:
         sweep = f"make sweep-{name} SCALE={scale}"
     else:  # make passes no --set (and knows only the four sweeps): the p2p command itself
         spec = f"sweeps/{name}.yaml" if runs.spec_path is not None else f"SPEC --name {name}"
@@ -120,7 +125,9 @@ def provenance(runs: SweepRuns, out_root: Path, stamps: dict[str, list[int]] | N
         spans += active_spans(int(run.start_time), end, marks)
         starts.append(int(run.start_time))
         ends.append(end)
-    return Provenance(_counts(finished["git_commit"]), _counts(finished["machine"]), min(starts, default=None),
+    machines = [f"{m}, {p}" if isinstance(p, str) and p else m for m, p in zip(finished["machine"], finished["precision"])] \
+        if "precision" in finished else finished["machine"]
+    return Provenance(_counts(finished["git_commit"]), _counts(pd.Series(machines, dtype=object)), min(starts, default=None),
                       max(ends, default=None), union_ms(spans), reproduce_commands(runs, out_root))
 
 

@@ -36,7 +36,8 @@ def score_table(runs: SweepRuns) -> pd.DataFrame:
     rows = []
     for cell in runs.cells:
         part = finished[finished["cell"] == cell]
-        row = {"cell": cell, "seeds": f"{len(part)}/{len(runs.seeds)}"}
+        planned = len(runs.seeds)  # the spec's; --until-resolved may have added more
+        row = {"cell": cell, "seeds": f"{len(part)}/{planned}" if len(part) <= planned else str(len(part))}
         for metric in SCORES:
             if finished[metric].notna().any():
                 row[contract.label(metric)] = t_interval(part[metric].dropna().tolist()).text(contract.digits(metric))
@@ -181,7 +182,10 @@ def protocol_lines(found: list[ClaimResult]) -> list[str]:
             f"Power: seeds per cell a fixed design needs for 80% power (paired t-test, two-sided, exact noncentral "
             f"t) at the Bonferroni level alpha = {ALPHA:g}/{k} = {ALPHA / k:.4g}, for the observed difference and "
             "for the smallest effect of interest per score; the anytime-valid verdict pays for looking at every "
-            "seed with more seeds on average (docs/verdicts.md)."]
+            "seed with more seeds on average (docs/verdicts.md)."] + ([
+            "Beside each verdict where seeds were added: what the lab's earlier fixed protocol says at the spec's "
+            "own seeds (a paired t-test per claim, Holm over the claims, p < 0.05): valid at that one look, so it "
+            "shows what stopping there would have concluded."] if any(f.fixed is not None for f in found) else [])
 
 
 @dataclass
@@ -205,9 +209,15 @@ class ReportDoc:
         r = self.runs
         done = len(r.finished)
         total = len(r.cells) * len(r.seeds)
-        lines = [f"Sweep `{r.name}` at the `{r.scale}` scale: {done} of {total} trials finished "
-                 f"({len(r.cells)} cells x {len(r.seeds)} seeds); report written {self.written}.",
-                 *self.origin.lines(), *protocol_lines(self.found)]
+        if r.added_seeds:
+            counts = ", ".join(f"{cell} {n}" for cell, n in r.seeds_per_cell().items())
+            first = (f"Sweep `{r.name}` at the `{r.scale}` scale, run `--until-resolved`: {done} trials finished, the "
+                     f"spec's {len(r.seeds)} seeds per cell, then seeds added in rounds to the cells of open claims "
+                     f"(seeds per cell: {counts}); report written {self.written}.")
+        else:
+            first = (f"Sweep `{r.name}` at the `{r.scale}` scale: {done} of {total} trials finished "
+                     f"({len(r.cells)} cells x {len(r.seeds)} seeds); report written {self.written}.")
+        lines = [first, *self.origin.lines(), *protocol_lines(self.found)]
         if r.parent_run_id:
             lines.append(f"MLflow parent run: `{r.parent_run_id}`.")
         lines += r.notes
@@ -243,6 +253,7 @@ class ReportDoc:
         r, k = self.runs, len(self.found)
         return {"sweep": r.name, "scale": r.scale, "written": self.written, "metric": self.metric,
                 "trials_finished": len(r.finished), "trials_planned": len(r.cells) * len(r.seeds),
+                "until_resolved": bool(r.added_seeds), "seeds_per_cell": r.seeds_per_cell(),
                 "test": method_summary(self.found), "verdict_method": METHOD, "mixture_precision": MIXTURE_PRECISION,
                 "correction": "bonferroni", "family_wise_alpha": ALPHA, "claims_tested": k,
                 "claim_alpha": ALPHA / k if k else None, "verdicts": tally([f.verdict for f in self.found]),

@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from analysis.findings import fixed_verdict
 from analysis.sequential import tally
 from p2p import contract
 from p2p.errors import UserError
 
-COLUMNS = ["sweep", "claim", "verdict", "difference [fixed-n 95%]", "anytime-valid interval", "seeds", "seeds for 80% power",
+COLUMNS = ["sweep", "claim", "verdict", "fixed protocol (spec's seeds)",
+           "difference [fixed-n 95%]", "anytime-valid interval", "seeds", "seeds for 80% power",
            "holds from epoch"]
 
 
@@ -37,7 +39,30 @@ def row(sweep: str, claim: dict) -> list[str]:
         f"{claim['seeds_better']} vs {claim['seeds_worse']} ({method})"
     need = claim["seeds_needed"]
     power = f"{need['observed']} / {need['smallest_effect']} (for {need['smallest_effect_size']:g})"
-    return [sweep, claim["claim"], claim["verdict"], difference, anytime(claim, digits), seeds, power, held(claim)]
+    return [sweep, claim["claim"], verdict(claim), fixed(claim), difference, anytime(claim, digits), seeds, power,
+            held(claim)]
+
+
+def verdict(claim: dict) -> str:
+    """The sequential verdict; a findings.json from before them (no anytime-valid interval) has none."""
+    return claim["verdict"] if "anytime_valid" in claim else "- (fixed-n only)"
+
+
+def fixed(claim: dict) -> str:
+    """What the fixed protocol (paired t-test, Holm over the sweep's claims, p < 0.05) said at the spec's seeds:
+    recorded where seeds were added, else the fixed-n test at the seeds at hand (the spec's)."""
+    look = claim.get("fixed_protocol")
+    if look is None:
+        p = claim.get("p_holm")
+        if "anytime_valid" not in claim:  # an older findings.json: its verdict was the fixed protocol's
+            return claim["verdict"] + ("" if p is None else f" (Holm p {p:.2g})")
+        mean = claim["mean_difference"]
+        if p is None or mean is None:
+            return "-"
+        sign = -1 if contract.lower_is_better(claim["metric"]) else 1
+        return f"{fixed_verdict(mean, p, sign)} (Holm p {p:.2g})"
+    p = look["p_holm"]
+    return look["verdict"] + ("" if p is None else f" (Holm p {p:.2g})")
 
 
 def anytime(claim: dict, digits: int) -> str:
@@ -70,17 +95,21 @@ def summary(folder: Path) -> str:
     if not files:
         raise UserError(f"{folder}: no */findings.json here (write them with: p2p report SWEEP "
                         f"--out {folder})")
-    rows, verdicts = [], []
+    rows, verdicts, fixed_only = [], [], 0
     for path in files:
         try:
             data = json.loads(path.read_text())
             rows += [row(data["sweep"], claim) for claim in data["claims"]]
-            verdicts += [claim["verdict"] for claim in data["claims"]]
+            verdicts += [claim["verdict"] for claim in data["claims"] if "anytime_valid" in claim]
+            fixed_only += sum("anytime_valid" not in claim for claim in data["claims"])
         except (ValueError, KeyError, TypeError) as exc:
             raise UserError(f"{path}: not a findings.json of this version ({type(exc).__name__}: {exc})") from None
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in r) + " |" for r in rows]
-    lines += ["", f"Verdicts: {tally(verdicts)}."]
+    lines += ["", f"Sequential verdicts: {tally(verdicts)}." if verdicts else "Sequential verdicts: none yet."]
+    if fixed_only:
+        lines.append(f"Judged by the earlier fixed protocol only (findings.json from before the sequential verdicts): "
+                     f"{fixed_only} claim{'s' if fixed_only != 1 else ''}.")
     return "\n".join(lines)
 
 

@@ -145,6 +145,7 @@ class Tag:
     TRIAL = "p2p.trial"  # the Optuna trial number of the attempt
     FAILURE = "p2p.failure"  # why a run ended FAILED or KILLED
     MACHINE = "p2p.machine"  # CPU model, cores, SIMD level, GPUs
+    PRECISION = "p2p.precision"  # what runtime.precision resolved to on that machine (auto: bf16 or fp32)
     GIT_COMMIT = "p2p.git_commit"
     ROLE = "p2p.role"  # ROLE_SWEEP on a sweep's parent run
     # On a sweep's parent run: what the sweep tests.

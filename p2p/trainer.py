@@ -160,7 +160,9 @@ class Run:
         if saved is None:
             tracker.start(request.experiment or cfg.experiment, request.run_name or cfg.name,
                           params=flatten(to_dict(cfg)),
-                          tags={Tag.SCALE: contract.CUSTOM_SCALE, Tag.MACHINE: runtime.machine(), **(request.tags or {})},
+                          tags={Tag.SCALE: contract.CUSTOM_SCALE, Tag.MACHINE: runtime.machine(),
+                                Tag.PRECISION: runtime.resolve_precision(cfg.runtime.precision, self.device),
+                                **(request.tags or {})},
                           parent_run_id=request.parent_run_id)
             tracker.log_text(dump_yaml(cfg), contract.CONFIG_ARTIFACT)
         else:  # the run the checkpoint belongs to, and the epoch its stop may have left unlogged

@@ -141,7 +141,8 @@ def test_report_of_an_unfinished_sweep(mlflow_uri, tiny_overrides, tmp_path, dat
             f"[{ci.low:.3f}, {ci.high:.3f}] | unbounded (alpha 0.0125; needs 4 seeds) | 3 (paired) | "
             f"{found[0].observed.n} / {need} (for 0.01) | - |") in table
     assert len(table.strip().splitlines()) == 2 + 4 + 2  # header, 4 claims, a blank line and the verdicts counted
-    assert table.strip().endswith("Verdicts: 0 reproduced, 0 reversed, 0 negligible, 4 not resolved of 4 claims.")
+    assert table.strip().endswith("Sequential verdicts: 0 reproduced, 0 reversed, 0 negligible, 4 not resolved of 4 "
+                                  "claims.")
 
 
 def test_kendall_tau():

@@ -313,10 +313,11 @@ def test_summary_table_over_findings_files(tmp_path):
                "negligible_within": 0.01}
     claim = {"claim": "70x70 scores above 1x1 on FCN class IoU", "metric": "eval/fcn_iou", "method": "paired",
              "seeds": 6, "seeds_better": 6, "seeds_worse": 6, "mean_difference": 0.1233, "low": 0.109, "high": 0.138,
-             "verdict": "reproduced", "anytime_valid": anytime, "holds_from_epoch": 2,
+             "p_holm": 0.0031, "verdict": "reproduced", "anytime_valid": anytime, "holds_from_epoch": 2,
              "over_training": "holds from epoch 2 of 3",
              "seeds_needed": {"observed": 3, "smallest_effect": 7, "smallest_effect_size": 0.01}}
     small = {**claim, "claim": "16x16 scores above 70x70 on FCN class IoU", "mean_difference": 0.0004, "low": -0.002,
+             "p_holm": 0.42,
              "high": 0.003, "verdict": "negligible", "anytime_valid": {**anytime, "low": -0.006, "high": 0.007}}
     few = {**claim, "claim": "16x16 scores above 1x1 on FCN class IoU", "seeds": 3, "verdict": "same direction, "
            "not resolved", "anytime_valid": {**anytime, "low": None, "high": None, "bounded": False}}
@@ -329,17 +330,21 @@ def test_summary_table_over_findings_files(tmp_path):
     (tmp_path / "patchsize" / "findings.json").write_text(json.dumps({"sweep": "patchsize",
                                                                       "claims": [claim, small, few, never, older]}))
     lines = summary(tmp_path).splitlines()
-    assert lines[0] == ("| sweep | claim | verdict | difference [fixed-n 95%] | anytime-valid interval | seeds | "
-                        "seeds for 80% power | holds from epoch |")
-    assert lines[2] == ("| patchsize | 70x70 scores above 1x1 on FCN class IoU | reproduced | +0.123 [0.109, 0.138] | "
-                        "[0.071, 0.176] (alpha 0.0125) | 6 (paired) | 3 / 7 (for 0.01) | 2 |")
-    assert lines[3].startswith("| patchsize | 16x16 scores above 70x70 on FCN class IoU | negligible | +0.000 "
-                               "[-0.002, 0.003] | [-0.006, 0.007] (alpha 0.0125) |")
+    assert lines[0] == ("| sweep | claim | verdict | fixed protocol (spec's seeds) | difference [fixed-n 95%] | "
+                        "anytime-valid interval | seeds | seeds for 80% power | holds from epoch |")
+    # The fixed protocol's column: recorded where seeds were added, else the fixed-n test at the seeds at hand.
+    assert lines[2] == ("| patchsize | 70x70 scores above 1x1 on FCN class IoU | reproduced | reproduced (Holm p 0.0031) "
+                        "| +0.123 [0.109, 0.138] | [0.071, 0.176] (alpha 0.0125) | 6 (paired) | 3 / 7 (for 0.01) | 2 |")
+    assert lines[3].startswith("| patchsize | 16x16 scores above 70x70 on FCN class IoU | negligible | same direction, "
+                               "not significant (Holm p 0.42) | +0.000 [-0.002, 0.003] | [-0.006, 0.007] (alpha 0.0125) |")
     assert "| unbounded (alpha 0.0125; needs 4 seeds) | 3 (paired) |" in lines[4]
     assert lines[5].endswith("| - | 2 vs 3 (Welch) | >1000 / n/a (for 0.01) | never (sign flips 2-4) |")
-    assert lines[6].startswith("| patchsize | 70x70 scores above 1x1 on FCN class IoU | reproduced | +0.123 "
-                               "[0.109, 0.138] | - |")
-    assert lines[7:] == ["", "Verdicts: 2 reproduced, 0 reversed, 1 negligible, 2 not resolved of 5 claims."]
+    # A findings.json from before the sequential verdicts: its verdict was the fixed protocol's, and it is not counted.
+    assert lines[6].startswith("| patchsize | 70x70 scores above 1x1 on FCN class IoU | - (fixed-n only) | reproduced "
+                               "(Holm p 0.0031) | +0.123 [0.109, 0.138] | - |")
+    assert lines[7:] == ["", "Sequential verdicts: 1 reproduced, 0 reversed, 1 negligible, 2 not resolved of 4 claims.",
+                         "Judged by the earlier fixed protocol only (findings.json from before the sequential "
+                         "verdicts): 1 claim."]
     # The command itself prints the same.
     proc = subprocess.run([sys.executable, "-m", "analysis.summary", str(tmp_path)], capture_output=True, text=True,
                           cwd=ROOT)
@@ -383,10 +388,72 @@ def test_report_findings_json_summary_and_dry_run_carry_the_new_verdicts(tmp_pat
     (tmp_path / "tricks" / "findings.json").write_text(json.dumps(record, allow_nan=False))
     table = summary(tmp_path).splitlines()
     assert "| tricks | all scores above none on FCN class IoU | negligible |" in table[3]
-    assert table[-1] == "Verdicts: 1 reproduced, 0 reversed, 1 negligible, 1 not resolved of 3 claims."
+    assert table[-1] == "Sequential verdicts: 1 reproduced, 0 reversed, 1 negligible, 1 not resolved of 3 claims."
     # `p2p sweep --dry-run`'s lines: counted, then one per claim.
     lines = findings_lines(found, "eval/fcn_iou", 24)
     assert lines[0].startswith("  findings so far on FCN class IoU (24 finished runs): 1 reproduced, 0 reversed, "
                                "1 negligible, 1 not resolved of 3 claims; anytime-valid intervals at alpha 0.05/3")
     assert lines[2].startswith(f"    all vs none: negligible, +0.000 {found[1].interval.text(3)} (paired over 6 seeds); "
                                "seeds needed ")
+
+
+def test_a_sweep_run_until_resolved_reports_its_seeds_and_the_fixed_protocol_beside(tmp_path):
+    # The spec's 4 seeds (0-3), then seeds 4-9 added to every cell: the verdict reads all 10; the fixed protocol's
+    # look is the paired t-test over seeds 0-3 only, Holm over the 3 claims.
+    none = [0.10, 0.12, 0.11, 0.13, 0.09, 0.12, 0.10, 0.11, 0.12, 0.10]
+    gains = {"label_flip": [0.03, 0.04, 0.03, 0.035, 0.04, 0.03, 0.03, 0.04, 0.035, 0.03],
+             "all": [-0.001, -0.001, 0.0, 0.001, -0.002, 0.001, 0.0, -0.001, 0.001, 0.0],
+             "dropout": [0.02, -0.01, 0.03, -0.02, 0.01, 0.0, 0.02, -0.01, 0.0, 0.01]}
+    values = {"none": dict(enumerate(none))}
+    values.update({cell: {s: none[s] + g for s, g in enumerate(gain)} for cell, gain in gains.items()})
+    runs = runs_of("tricks", ["none", *gains], values)
+    runs.seeds = [0, 1, 2, 3]
+    assert runs.added_seeds == [4, 5, 6, 7, 8, 9] and runs.seeds_per_cell() == {c: 10 for c in runs.cells}
+    found = judge_all(runs, "eval/fcn_iou")
+    assert [f.diff.n for f in found] == [10, 10, 10]
+    p = [stats.ttest_rel([none[s] + gains[c][s] for s in range(4)], none[:4]).pvalue for c in gains]
+    assert [f.fixed.p_holm for f in found] == [pytest.approx(x) for x in holm(p)]
+    assert [f.fixed.seeds for f in found] == [(0, 1, 2, 3)] * 3
+    assert holm(p)[0] < 0.05 < holm(p)[2]
+    assert [f.fixed.verdict for f in found] == ["reproduced", "other direction, not significant",
+                                                "same direction, not significant"]
+    assert found[0].line().endswith(f"; the fixed 4-seed protocol (seeds 0-3, Holm) said reproduced (Holm p = "
+                                    f"{holm(p)[0]:.3f})")
+    assert found[0].record()["fixed_protocol"] == {"seeds": [0, 1, 2, 3], "mean_difference": pytest.approx(0.03375),
+                                                   "p_holm": pytest.approx(holm(p)[0]), "verdict": "reproduced"}
+    # Without added seeds there is nothing to put beside: the fixed-n test is already the one at hand.
+    assert all(f.fixed is None for f in judge_all(tricks_runs(), "eval/fcn_iou"))
+
+    # The report: the seeds per cell, the protocol beside, the command that runs the same seeds again.
+    doc = ReportDoc(runs, "eval/fcn_iou", pd.DataFrame({"cell": runs.cells}), None, [], found, [], [], {},
+                    NoProvenance(), written="2026-01-07 10:00")
+    md = doc.markdown()
+    assert ("Sweep `tricks` at the `cpu` scale, run `--until-resolved`: 40 trials finished, the spec's 4 seeds per "
+            "cell, then seeds added in rounds to the cells of open claims (seeds per cell: none 10, label_flip 10, "
+            "all 10, dropout 10)") in md
+    assert "Beside each verdict where seeds were added: what the lab's earlier fixed protocol says" in md
+    record = doc.record()
+    assert record["until_resolved"] is True and record["seeds_per_cell"]["dropout"] == 10
+    (tmp_path / "tricks").mkdir()
+    (tmp_path / "tricks" / "findings.json").write_text(json.dumps(record, allow_nan=False))
+    table = summary(tmp_path).splitlines()
+    assert f"| tricks | label_flip scores above none on FCN class IoU | reproduced | reproduced (Holm p {holm(p)[0]:.2g}) |" \
+        in table[2]
+    runs.spec_path = ROOT / "sweeps" / "tricks.yaml"
+    assert reproduce_commands(runs, Path("results/cpu"))[0] == \
+        ".venv/bin/p2p sweep sweeps/tricks.yaml --scale cpu --until-resolved --max-seeds 10"
+
+
+def test_the_machine_line_says_what_precision_the_runs_ran_at():
+    from analysis.load import _unresolved
+    from analysis.provenance import provenance
+
+    runs = runs_of("tricks", ["none", "all"], {"none": {0: 0.1, 1: 0.2}, "all": {0: 0.1, 1: 0.3}})
+    frame = runs.trials.assign(start_time=[0, 0, 0, 0], end_time=[60_000] * 4, git_commit="a" * 40,
+                               machine="AMD EPYC, 2 cores, AVX512",
+                               precision=["bf16", "bf16", "bf16", _unresolved("auto")])
+    runs.trials = frame
+    lines = provenance(runs, Path("results/cpu")).lines()
+    assert lines[1] == ("Machine: AMD EPYC, 2 cores, AVX512, bf16 (3 runs); AMD EPYC, 2 cores, AVX512, precision auto "
+                        "(resolved value not recorded) (1 run).")
+    assert _unresolved("fp32") == "fp32" and _unresolved(None) is None
