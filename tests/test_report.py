@@ -137,7 +137,9 @@ def test_report_of_an_unfinished_sweep(mlflow_uri, tiny_overrides, tmp_path, dat
     capsys.readouterr()
     assert summary_main([str(published)]) == 0
     table = capsys.readouterr().out
-    assert (f"| patchsize | 70x70 scores above 1x1 on FCN class IoU | same direction, not resolved | +0.123 "
+    # Beside the sequential verdict, the fixed protocol at the seeds at hand (the spec's): Holm p < 0.05 calls it.
+    assert (f"| patchsize | 70x70 scores above 1x1 on FCN class IoU | same direction, not resolved | reproduced "
+            f"(Holm p {found[0].p_holm:.2g}) | +0.123 "
             f"[{ci.low:.3f}, {ci.high:.3f}] | unbounded (alpha 0.0125; needs 4 seeds) | 3 (paired) | "
             f"{found[0].observed.n} / {need} (for 0.01) | - |") in table
     assert len(table.strip().splitlines()) == 2 + 4 + 2  # header, 4 claims, a blank line and the verdicts counted
