@@ -93,8 +93,8 @@ bench train 120 --skip score,tracking,startup,data,sweep,epoch --repeats 1 --ite
 # 3. The sweep view: 1, 4, 8 processes and packs of 4, 8, eager and graphed (~2.5 min; rows logged as they come).
 bench sweep 160 --skip train,score,tracking,startup,data,epoch --sweep-seconds 4 --sweep-counts 1,4,8 \
     --sweep-variants "p2p bf16 channels_last,p2p bf16 channels_last graph"
-# 4. Real epochs through p2p train, 200 facades, the second epoch counted (~1.5 min; one compile).
-bench epoch 100 --skip train,score,tracking,startup,data,sweep --epoch-images 200
+# 4. Real epochs through p2p train, 200 facades, the second of three counted, checkpoint included (~1.5 min; one compile).
+bench epoch 120 --skip train,score,tracking,startup,data,sweep --epoch-images 200
 
 if ((${#failed[@]})); then
     echo "gpu_check: FAILED: ${failed[*]}" | tee -a "$summary"

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import re
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
+import torch.utils.serialization
 
 from p2p import contract
 from p2p.errors import UserError
@@ -29,16 +31,75 @@ def save_atomic(obj: Any, path: str | Path) -> None:
 
     A write that fails (a full disk: OSError ENOSPC) or is interrupted removes the temporary file
     and leaves the previous `path` as it was; the error is the caller's to report.
+
+    The archive's records carry no CRC32: `torch.load` never checks one (a flipped byte loads as it
+    is: tests/test_trainer.py), and computing it is a quarter of writing a paper-scale checkpoint
+    (686 MB to tmpfs on the 2-core CPU: 0.42 s with it, 0.32 s without), which a run writes every
+    epoch. What protects a checkpoint is the rename: a file is whole or absent.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        torch.save(obj, tmp)
+        with torch.utils.serialization.config.patch({"save.compute_crc32": False}):
+            torch.save(obj, tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def copied_to_cpu(obj: Any) -> Any:
+    """`obj` with every tensor in it copied to the CPU (dicts, lists and tuples rebuilt): what a background write
+    may serialise while training goes on changing the originals in place."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {key: copied_to_cpu(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(copied_to_cpu(value) for value in obj)
+    return obj
+
+
+class BackgroundWriter:
+    """Checkpoints written on a thread of their own, one at a time, while the next epoch trains: on a GPU a
+    paper-scale checkpoint (686 MB) takes about as long to write as an epoch (400 steps) takes to train.
+    `close()` waits for what is in flight; so does the interpreter's exit (a stop signal lands it too)."""
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+
+    def submit(self, write: Callable[..., None], *args: Any) -> Future:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="p2p-checkpoint")
+        return self._pool.submit(write, *args)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """The temporary files `save_atomic` left in `folder` when its process was killed mid-write (nothing could
+    remove them then): those whose writing process is gone. Returns what it removed."""
+    removed = []
+    for tmp in folder.glob(".*.tmp"):
+        pid = tmp.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def load_plain(path: str | Path, what: str) -> Any:

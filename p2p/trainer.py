@@ -14,6 +14,7 @@ import contextlib
 import sys
 import time
 import traceback
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Generator, Iterator
@@ -108,8 +109,9 @@ def train_together(requests: list[RunRequest], *, progress: bool = True) -> list
                 while epochs:
                     for run, steps in list(epochs.items()):
                         with run.guard(), run.on_its_stream():
-                            if next(steps, _EPOCH_DONE) is _EPOCH_DONE:  # scored, saved and logged too
+                            if next(steps, _EPOCH_DONE) is _EPOCH_DONE:  # scored, its checkpoint on its way
                                 del epochs[run]
+                            run.settle(wait=False)  # the last epoch's checkpoint landed: log its metrics
                         if not run.live:
                             epochs.pop(run, None)
         for run in runs:
@@ -120,6 +122,9 @@ def train_together(requests: list[RunRequest], *, progress: bool = True) -> list
             if run.live:
                 _end_run(run.tracker, "kill", signals.reason(stop))
         raise
+    finally:
+        for run in runs:  # a checkpoint still in flight lands, however the runs ended
+            run.writer.close()
     return [run.outcome for run in runs]
 
 
@@ -137,6 +142,8 @@ class Run:
         self.outcome: TrainResult | Exception | None = None
         self.trained, self.was = False, RUNNING
         self.stream = torch.cuda.Stream(device) if own_stream and device.type == "cuda" else None
+        self.writer = checkpoint.BackgroundWriter()
+        self.in_flight: SavedEpoch | None = None  # the epoch whose checkpoint is being written
 
     @property
     def live(self) -> bool:
@@ -172,29 +179,57 @@ class Run:
         state.run_id = tracker.run_id
         self.run_dir = self.run_dir or inside(cfg.runtime.out_dir, Path(cfg.runtime.out_dir) / cfg.name / tracker.run_id, "name")
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint.remove_stale_temporaries(self.run_dir)  # a killed writer's half-written file
         if self.stream is not None:  # the stream starts after the weights were built and loaded on the default one
             self.stream.wait_stream(torch.cuda.current_stream(self.device))
 
     def epoch(self, bar: tqdm) -> Iterator[None]:
-        """One epoch, a training step per `next()`; then its scores, its checkpoint and its metrics."""
+        """One epoch, a training step per `next()`; then its scores, and its checkpoint sent to be written while
+        the next epoch trains (the metrics follow once it has landed: `settle`)."""
         state = self.state
         metrics = yield from train_epoch(state, bar)
         if state.scoring_due():
             started = time.perf_counter()
             metrics |= score(state, self.tracker, self.run_dir) | {contract.EVAL_S: time.perf_counter() - started}
-        # The checkpoint first, with the metrics: an epoch whose metrics could not be logged (a stop, a
-        # store that went down) is logged when the run resumes.
-        state.save(self.run_dir, metrics)
-        self.tracker.log_metrics(metrics, step=state.epoch)
-        if self.request.on_epoch is not None:
-            with signals.held():  # a sweep's callback writes to its storage: not to be cut in half
-                self.request.on_epoch(state.epoch, metrics)
+        self.settle(wait=True)  # one checkpoint in flight at a time
+        write = self.writer.submit(write_checkpoint, state.checkpoint(metrics), self.run_dir, state.epoch,
+                                   state.saved_epoch)
+        self.in_flight = SavedEpoch(state.epoch, metrics, write)
         self.trained = True
 
+    def settle(self, wait: bool) -> None:
+        """Once the checkpoint in flight has landed (`wait`: wait for it): its epoch is the one to resume from, then
+        its metrics are logged and the run's callback told. The checkpoint first: an epoch whose metrics could
+        not be logged (a stop, a store that went down) is logged when the run resumes. A write that failed (a
+        full disk) raises its CheckpointError here."""
+        saved = self.in_flight
+        if saved is None or not (wait or saved.written.done()):
+            return
+        self.in_flight = None
+        saved.written.result()
+        self.state.saved_epoch = saved.epoch
+        self.tracker.log_metrics(saved.metrics, step=saved.epoch)
+        if self.request.on_epoch is not None:
+            with signals.held():  # a sweep's callback writes to its storage: not to be cut in half
+                self.request.on_epoch(saved.epoch, saved.metrics)
+
+    def land(self, log: bool) -> None:
+        """A run that stops: the checkpoint in flight lands first (a finished epoch is kept), and its metrics are
+        logged where `log` (a fault) and the store takes them, else when the run resumes."""
+        saved, self.in_flight = self.in_flight, None
+        if saved is None or saved.written.exception() is not None:  # a failed write: what stopped the run comes first
+            return
+        self.state.saved_epoch = saved.epoch
+        if log:
+            with contextlib.suppress(TrackingError):
+                self.tracker.log_metrics(saved.metrics, step=saved.epoch)
+
     def finish(self) -> None:
-        """The generator exported (unless a finished run's is already there), the tracked run finished."""
+        """The last checkpoint landed, the generator exported (unless a finished run's is already there), the
+        tracked run finished."""
         if not self.live:
             return
+        self.settle(wait=True)
         if self.trained or not (self.run_dir / contract.GENERATOR_FILE).is_file():
             export_generator(self.run_dir, self.state.cfg, self.state.G)
             self.tracker.log_artifact(self.run_dir / contract.GENERATOR_FILE)
@@ -210,21 +245,35 @@ class Run:
         try:
             yield
         except StopTraining as stop:
+            self.land(log=True)
             _end_run(self.tracker, "kill", stop.reason)
             self.outcome = stop
         except KeyboardInterrupt as stop:
+            self.land(log=False)
             _end_run(self.tracker, "kill", signals.reason(stop))
             self.outcome = RuntimeError("stopped")
             raise
         except TrackingError as exc:  # nothing more can be recorded there; the checkpoint is kept
+            self.land(log=False)
             saved = self.state.saved_epoch if self.state is not None else 0
             self.outcome = TrackingError(f"{exc}; {kept(self.run_dir, saved, 'once the store answers')}")
         except (TrainingFault, UserError) as fault:
+            self.land(log=True)
             _end_run(self.tracker, "fail", str(fault))
             self.outcome = fault
         except Exception as exc:
+            self.land(log=True)
             _end_run(self.tracker, "fail", f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
             self.outcome = exc
+
+
+@dataclass
+class SavedEpoch:
+    """An epoch whose checkpoint is being written, and the metrics to log once it has landed."""
+
+    epoch: int
+    metrics: dict[str, float]
+    written: Future
 
 
 # ---------------------------------------------------------------- the state of a run
@@ -314,17 +363,22 @@ class TrainingState:
         self.epoch = self.saved_epoch = state["epoch"]
         self.run_id, self.metrics = state["run_id"], dict(state.get("metrics") or {})
 
-    def save(self, run_dir: Path, metrics: dict[str, float]) -> None:
-        """The checkpoint of the epoch just done, written whole or not at all (a stop waits for it)."""
+    def checkpoint(self, metrics: dict[str, float]) -> dict:
+        """The checkpoint of the epoch just done, with its metrics, copied off the live tensors (to the CPU): the
+        next epoch trains while it is written (`write_checkpoint`)."""
         self.metrics = metrics
-        try:
-            with signals.held():
-                checkpoint.save_atomic(self.state_dict(), run_dir / contract.CHECKPOINT_FILE)
-                self.saved_epoch = self.epoch
-        except OSError as exc:  # a full disk: the previous checkpoint is intact, the partial file removed
-            raise checkpoint.CheckpointError(
-                f"{run_dir / contract.CHECKPOINT_FILE}: cannot write the checkpoint of epoch {self.epoch} "
-                f"({exc.strerror or exc}); {kept(run_dir, self.saved_epoch, 'once there is room')}") from None
+        return checkpoint.copied_to_cpu(self.state_dict())
+
+
+def write_checkpoint(state: dict, run_dir: Path, epoch: int, saved_epoch: int) -> None:
+    """Epoch `epoch`'s checkpoint written whole or not at all (on the run's writer thread); a full disk leaves the
+    previous one (epoch `saved_epoch`) intact, the partial file removed, and says so."""
+    try:
+        checkpoint.save_atomic(state, run_dir / contract.CHECKPOINT_FILE)
+    except OSError as exc:
+        raise checkpoint.CheckpointError(
+            f"{run_dir / contract.CHECKPOINT_FILE}: cannot write the checkpoint of epoch {epoch} "
+            f"({exc.strerror or exc}); {kept(run_dir, saved_epoch, 'once there is room')}") from None
 
 
 # ---------------------------------------------------------------- one epoch
@@ -364,6 +418,8 @@ def train_epoch(state: TrainingState, bar: tqdm) -> Generator[None, None, dict[s
 
 def _to_device(a: torch.Tensor, b: torch.Tensor, device: torch.device, cfg: RunConfig):
     fmt = torch.channels_last if cfg.runtime.channels_last else torch.contiguous_format
+    if device.type == "cuda":  # from pageable memory the copy first waits for the GPU's queue (the step before)
+        a, b = a.pin_memory(), b.pin_memory()  # from pinned memory it is queued and the host runs ahead
     return (a.to(device, non_blocking=True, memory_format=fmt), b.to(device, non_blocking=True, memory_format=fmt))
 
 

@@ -107,13 +107,17 @@ def test_sweep_view_table_compares_each_row_with_its_variants_one_trial():
            "would train in 28 min" in table
 
 
-def test_epoch_table_shows_both_epochs_and_errors():
+def test_epoch_table_shows_both_epochs_the_checkpoint_and_errors():
     rows = [{"setting": "cpu scale 128", "device": "cpu", "variant": "p2p bf16", "images": 40,
              "img_per_s_by_epoch": [12.04, 15.96], "img_per_s": 15.96},
+            {"setting": "paper 256 batch 1", "device": "cuda", "variant": "graph", "images": 400,
+             "img_per_s_by_epoch": [100.0, 300.0, 301.0], "img_per_s": 300.0,
+             "checkpoint": {"write_s": 0.5, "mb": 686.2}, "img_per_s_with_checkpoint": 218.2},
             {"setting": "paper 256 batch 1", "device": "cuda", "variant": "p2p fp32", "error": "boom"}]
     table = "\n".join(throughput.format_epochs(rows))
-    assert "| cpu scale 128 | cpu | p2p bf16 | 40 | 12.0 | 16.0 |" in table
-    assert "| paper 256 batch 1 | cuda | p2p fp32 | | error: boom | |" in table
+    assert "| cpu scale 128 | cpu | p2p bf16 | 40 | 12.0 | 16.0 | | |" in table  # a report from before the column
+    assert "| paper 256 batch 1 | cuda | graph | 400 | 100.0 | 300.0 | 686 | 0.50 | 218.2 |" in table
+    assert "| paper 256 batch 1 | cuda | p2p fp32 | | error: boom | | | | |" in table
 
 
 def test_cuda_rows_show_kernels_and_gpu_busy_share_and_the_report_holds_the_sweep_view():
@@ -151,10 +155,11 @@ def test_trials_together_run_in_child_processes_and_count_their_steps():
 
 
 @pytest.mark.slow
-def test_a_real_epoch_child_reports_both_epochs(data_root):
+def test_a_real_epoch_child_reports_its_epochs_and_the_checkpoint(data_root):
     (row,) = throughput.measure_epochs("cpu", str(data_root), images=2)
     assert "error" not in row, row.get("error")
-    assert row["images"] == 2 and len(row["img_per_s_by_epoch"]) == 2 and row["img_per_s"] > 0
+    assert row["images"] == 2 and len(row["img_per_s_by_epoch"]) == 3 and row["img_per_s"] == row["img_per_s_by_epoch"][1]
+    assert row["checkpoint"]["mb"] > 1 and row["checkpoint"]["write_s"] > 0 and row["img_per_s_with_checkpoint"] > 0
 
 
 def test_a_failing_child_reports_its_last_line():

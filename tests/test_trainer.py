@@ -1,5 +1,11 @@
 """Training end to end on tiny real data: exact resume, NaN handling, and the MLflow contract."""
 
+import os
+import subprocess
+import sys
+import threading
+import zipfile
+
 import pytest
 import torch
 
@@ -17,6 +23,26 @@ TRICKS = {"tricks.label_smoothing": [0.8, 1.0], "tricks.label_flip": 0.2, "trick
 def weights(path):
     state = torch.load(path, map_location="cpu", weights_only=True)
     return state["generator"], state.get("discriminator")
+
+
+def test_checkpoints_carry_no_crc_and_load_back_exactly(tmp_path):
+    """p2p's archives skip the CRC32 (most of a checkpoint's write time), which is safe only while torch.load
+    never checks one: a byte flipped in a CRC-carrying archive loads silently. If torch starts checking, the
+    flipped file raises here, and a CRC-less file would no longer load: both asserts fail."""
+    tensors = {"w": torch.randn(1000, generator=torch.Generator().manual_seed(0)), "step": torch.tensor(7)}
+    path = tmp_path / "c.pt"
+    checkpoint.save_atomic(tensors, path)
+    assert {info.CRC for info in zipfile.ZipFile(path).infolist()} == {0}
+    loaded = checkpoint.load_plain(path, "test file")
+    assert all(torch.equal(loaded[k], tensors[k]) for k in tensors)
+
+    torch.save(tensors, tmp_path / "crc.pt")  # torch's default: with CRC32s
+    data = bytearray((tmp_path / "crc.pt").read_bytes())
+    at = data.index(tensors["w"].numpy().tobytes()[:64]) + 100
+    data[at] ^= 0xFF
+    (tmp_path / "flipped.pt").write_bytes(bytes(data))
+    flipped = torch.load(tmp_path / "flipped.pt", weights_only=True)["w"]
+    assert int((flipped != tensors["w"]).sum()) == 1  # loaded as it is: the CRC protected nothing
 
 
 @pytest.mark.slow
@@ -73,6 +99,52 @@ def test_a_run_needs_no_store(tiny_overrides, tmp_path, monkeypatch):
     assert tracker.status == "FINISHED" and tracker.run_id == result.run_id
     assert sorted(tracker.metrics["train/lr"]) == [1, 2] and set(result.scores) <= set(tracker.metrics)
     assert {"config.yaml", "samples/epoch_002.png", "generator.pt"} <= set(tracker.artifacts)
+
+
+def test_the_next_epoch_trains_while_a_checkpoint_is_written_and_its_metrics_follow_it(tiny_overrides, tmp_path,
+                                                                                         monkeypatch):
+    """Epoch 1's write is held until epoch 2 has fed the networks a batch: a trainer that waited for the write
+    would never get there (the write gives up after 60 s, and this fails). Each epoch's metrics are logged only
+    once its checkpoint is on disk (what a resume relies on), and the run ends with the last one written."""
+    from p2p import trainer
+
+    cfg = facades_config({**tiny_overrides, "data.max_images": 2, "optim.epochs": 2, "optim.decay_epochs": 1})  # 3 x 2
+    batches, second_epoch = [], threading.Event()
+
+    def counting(*args):
+        batches.append(1)
+        if len(batches) > 2:  # a batch of epoch 2
+            second_epoch.set()
+        return to_device(*args)
+
+    def held_write(state, run_dir, epoch, saved_epoch):
+        if epoch == 1:
+            assert second_epoch.wait(timeout=60), "epoch 2 did not start while epoch 1's checkpoint was written"
+        write(state, run_dir, epoch, saved_epoch)
+
+    class OnDiskFirst(NullTracker):
+        def log_metrics(self, metrics, step):
+            assert checkpoint.load(tmp_path / "run" / checkpoint.CHECKPOINT)["epoch"] == step  # landed before
+            super().log_metrics(metrics, step)
+
+    to_device, write = trainer._to_device, trainer.write_checkpoint
+    monkeypatch.setattr(trainer, "_to_device", counting)
+    monkeypatch.setattr(trainer, "write_checkpoint", held_write)
+    tracker = OnDiskFirst()
+    result = train(cfg, tracker=tracker, run_dir=tmp_path / "run", progress=False)
+    assert sorted(tracker.metrics["train/lr"]) == [1, 2, 3] and result.epochs == 3
+    assert checkpoint.load(result.run_dir / checkpoint.CHECKPOINT)["finished"]
+    assert sorted(p.name for p in result.run_dir.iterdir()) == ["checkpoint.pt", "generator.pt", "samples"]
+
+
+def test_stale_temporary_files_of_dead_writers_are_removed(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    stale, live = tmp_path / f".checkpoint.pt.{dead}.tmp", tmp_path / f".checkpoint.pt.{os.getpid()}.tmp"
+    for path in (stale, live, tmp_path / "checkpoint.pt"):
+        path.write_bytes(b"x")
+    assert checkpoint.remove_stale_temporaries(tmp_path) == [stale]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, "checkpoint.pt"])
 
 
 @pytest.mark.slow
