@@ -192,7 +192,7 @@ class Run:
             started = time.perf_counter()
             metrics |= score(state, self.tracker, self.run_dir) | {contract.EVAL_S: time.perf_counter() - started}
         self.settle(wait=True)  # one checkpoint in flight at a time
-        write = self.writer.submit(write_checkpoint, state.checkpoint(metrics), self.run_dir, state.epoch,
+        write = self.writer.submit(write_checkpoint, state.snapshot(metrics), self.run_dir, state.epoch,
                                    state.saved_epoch)
         self.in_flight = SavedEpoch(state.epoch, metrics, write)
         self.trained = True
@@ -363,7 +363,7 @@ class TrainingState:
         self.epoch = self.saved_epoch = state["epoch"]
         self.run_id, self.metrics = state["run_id"], dict(state.get("metrics") or {})
 
-    def checkpoint(self, metrics: dict[str, float]) -> dict:
+    def snapshot(self, metrics: dict[str, float]) -> dict:
         """The checkpoint of the epoch just done, with its metrics, copied off the live tensors (to the CPU): the
         next epoch trains while it is written (`write_checkpoint`)."""
         self.metrics = metrics
