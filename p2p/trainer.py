@@ -297,11 +297,10 @@ class TrainingState:
         self.D = create_discriminator(cfg).to(device, memory_format=fmt) if cfg.loss.gan != "none" else None
         self.G_run = runtime.compile_module(self.G, cfg.runtime, device)
         self.D_run = runtime.compile_module(self.D, cfg.runtime, device) if self.D is not None else None
-        factor = lambda e: lr_factor(e, cfg.optim.epochs, cfg.optim.decay_epochs)  # noqa: E731
         self.opt_G = make_optimizer(self.G, cfg, device, capturable=self.graphed)
-        self.sched_G = torch.optim.lr_scheduler.LambdaLR(self.opt_G, factor)
+        self.sched_G = make_schedule(self.opt_G, cfg)
         self.opt_D = make_optimizer(self.D, cfg, device, capturable=self.graphed) if self.D is not None else None
-        self.sched_D = torch.optim.lr_scheduler.LambdaLR(self.opt_D, factor) if self.opt_D is not None else None
+        self.sched_D = make_schedule(self.opt_D, cfg) if self.opt_D is not None else None
         self.pool = losses.ImagePool(cfg.tricks.image_pool)
         self.dropout = streams.generator(cfg.seed, streams.DROPOUT, device)  # G's dropout masks, a stream of its own
         set_dropout_generator(self.G, self.dropout)
@@ -356,10 +355,9 @@ class TrainingState:
         runtime.set_rng_state(state["rng"])
         # A checkpoint from before dropout had its own generator: G's dropout drew from torch's global one.
         self.dropout.set_state(state["dropout"] if "dropout" in state else runtime.global_rng_state(self.device))
-        if self.graphed:  # a checkpoint saved by an eager run holds plain learning rates
-            for opt in (self.opt_G, self.opt_D):
-                if opt is not None:
-                    make_capturable(opt, self.device)
+        for opt, sched in ((self.opt_G, self.sched_G), (self.opt_D, self.sched_D)):
+            if opt is not None:  # the checkpoint may come from a run of the other form (graphed or eager)
+                set_optimizer_form(opt, sched, self.graphed, self.device)
         self.epoch = self.saved_epoch = state["epoch"]
         self.run_id, self.metrics = state["run_id"], dict(state.get("metrics") or {})
 
@@ -433,14 +431,29 @@ def make_optimizer(net: nn.Module, cfg: RunConfig, device: torch.device, captura
                             fused=fused or None, foreach=None if fused else True, capturable=capturable)
 
 
-def make_capturable(opt: torch.optim.Optimizer, device: torch.device) -> None:
-    """After loading a checkpoint: the learning rate a fresh tensor on the device, the steps there too."""
+def make_schedule(opt: torch.optim.Optimizer, cfg: RunConfig) -> torch.optim.lr_scheduler.LambdaLR:
+    """`lr_factor` times the config's rate, a number, written into the optimiser each epoch (a capturable
+    optimiser's tensor is filled in place, so the CUDA graph reading it needs no recapture)."""
     for group in opt.param_groups:
-        group["capturable"] = True
-        group["lr"] = torch.tensor(float(group["lr"]), device=device)
-    for param_state in opt.state.values():
-        if "step" in param_state:
-            param_state["step"] = param_state["step"].to(device, torch.float32)
+        group["initial_lr"] = cfg.optim.lr
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda e: lr_factor(e, cfg.optim.epochs, cfg.optim.decay_epochs))
+
+
+def set_optimizer_form(opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR, capturable: bool,
+                       device: torch.device) -> None:
+    """After loading a checkpoint, give the optimiser this run's form, whichever form saved it: capturable with
+    the learning rate a tensor on the device (graphed), or a plain number (eager), the rate computed afresh from
+    the schedule (a graphed run's is a float32); the step counts where the kernel reads them (the device for
+    fused or capturable Adam, else the host)."""
+    sched.base_lrs = [float(lr) for lr in sched.base_lrs]
+    sched._last_lr = [base * rule(sched.last_epoch) for base, rule in zip(sched.base_lrs, sched.lr_lambdas)]
+    for group, base, lr in zip(opt.param_groups, sched.base_lrs, sched._last_lr):
+        group["capturable"], group["initial_lr"] = capturable, base
+        group["lr"] = torch.tensor(lr, device=device) if capturable else lr
+        on_device = capturable or bool(group.get("fused"))
+        for p in group["params"]:
+            if "step" in opt.state.get(p, {}):
+                opt.state[p]["step"] = opt.state[p]["step"].to(device if on_device else torch.device("cpu"), torch.float32)
 
 
 def score(state: TrainingState, tracker: Tracker, run_dir: Path) -> dict[str, float]:
