@@ -25,7 +25,7 @@ from p2p.errors import UserError
 if TYPE_CHECKING:
     from p2p.trainer import TrainingState
 
-# Whether the graph path has passed its CUDA tests on a real GPU (tests/test_cuda_graph.py). Until it has,
+# Whether the graph path has passed its CUDA tests on a real GPU (tests/test_cuda.py). Until it has,
 # `runtime.cuda_graph: auto` means eager: a path never run on a GPU is not a default.
 GRAPH_VERIFIED_ON_GPU = False
 WARMUP_STEPS = 3  # eager steps before the capture: allocations, cuDNN's choices, the optimisers' state
