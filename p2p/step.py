@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 import torch
@@ -139,6 +140,31 @@ class EagerStepper:
         train_step(self.state, real_in, real_out, noise)
 
 
+class CudaGraphs:
+    """How `CudaGraphStepper` runs its warm-up and capture on CUDA (a stand-in that runs them on the CPU checks the
+    stepper's bookkeeping there: tests/test_step.py)."""
+
+    def warm_up(self, step: Callable[[], None], device: torch.device) -> None:
+        """One eager step on a side stream, as capture wants: its allocations and choices stay off the main one."""
+        side, here = torch.cuda.Stream(device), torch.cuda.current_stream(device)
+        side.wait_stream(here)
+        with torch.cuda.stream(side):
+            step()
+        here.wait_stream(side)
+
+    def capture(self, step: Callable[[], None], generators: tuple[torch.Generator, ...]) -> Callable[[], None]:
+        """`step` captured as one CUDA graph (not run), the generators registered with it; returns its replay."""
+        graph = torch.cuda.CUDAGraph()
+        for generator in generators:
+            graph.register_generator_state(generator)
+        with torch.cuda.graph(graph):
+            step()
+        return graph.replay
+
+
+CUDA_GRAPHS = CudaGraphs()
+
+
 class CudaGraphStepper:
     """The step captured whole as one CUDA graph and replayed.
 
@@ -150,9 +176,9 @@ class CudaGraphStepper:
     of another shape (a short last batch) runs eagerly.
     """
 
-    def __init__(self, state: TrainingState):
-        self.state = state
-        self.graph: torch.cuda.CUDAGraph | None = None
+    def __init__(self, state: TrainingState, graphs: CudaGraphs = CUDA_GRAPHS):
+        self.state, self.graphs = state, graphs
+        self.replay: Callable[[], None] | None = None
         self.static: tuple[torch.Tensor, torch.Tensor] | None = None
         self.noise = torch.zeros((), device=state.device)
         self.noisy = state.cfg.tricks.instance_noise > 0
@@ -167,31 +193,16 @@ class CudaGraphStepper:
         static_in.copy_(real_in, non_blocking=True)
         static_out.copy_(real_out, non_blocking=True)
         self.noise.fill_(noise)
-        if self.graph is None:
+        if self.replay is None:
             if self.warmed < WARMUP_STEPS:
-                self._warm_up()
+                self.graphs.warm_up(self._step, self.state.device)
+                self.warmed += 1
                 return
-            self._capture()
-        self.graph.replay()
+            self.replay = self.graphs.capture(self._step, self.state.device_generators())
+        self.replay()
 
     def _step(self) -> None:
         train_step(self.state, *self.static, self.noise if self.noisy else 0.0)
-
-    def _warm_up(self) -> None:
-        side, here = torch.cuda.Stream(self.state.device), torch.cuda.current_stream(self.state.device)
-        side.wait_stream(here)
-        with torch.cuda.stream(side):
-            self._step()
-        here.wait_stream(side)
-        self.warmed += 1
-
-    def _capture(self) -> None:
-        graph = torch.cuda.CUDAGraph()
-        for generator in self.state.device_generators():
-            graph.register_generator_state(generator)
-        with torch.cuda.graph(graph):
-            self._step()
-        self.graph = graph
 
 
 def graph_refusal(cfg: RunConfig, device: torch.device) -> str | None:

@@ -87,3 +87,45 @@ def test_a_checkpoint_resumes_into_the_other_optimiser_form(tiny_overrides, tmp_
     group = checkpoint.load(resumed.run_dir / checkpoint.CHECKPOINT)["opt_G"]["param_groups"][0]
     assert group["capturable"] is then and isinstance(group["lr"], torch.Tensor) is then
 
+
+
+class GraphsOnTheCpu(step.CudaGraphs):
+    """`CudaGraphs`' contract kept on the CPU: a warm-up runs the step; a capture records it without running it,
+    as a CUDA graph's capture does, and each replay runs it on what the static buffers and tensors hold then."""
+
+    def __init__(self):
+        self.warm_ups = self.captures = self.replays = 0
+
+    def warm_up(self, run_step, device):
+        self.warm_ups += 1
+        run_step()
+
+    def capture(self, run_step, generators):
+        self.captures += 1
+
+        def replay():
+            self.replays += 1
+            run_step()
+        return replay
+
+
+def test_the_graph_stepper_captures_once_and_trains_as_the_eager_step(tiny_overrides, tmp_path, graph_optimisers,
+                                                                       monkeypatch):
+    """`CudaGraphStepper`'s bookkeeping, the graph stood in for: 3 epochs of batches 3, 3, 1. The first 3 full
+    batches warm up, the 4th is captured and replayed, the later full ones replayed: one capture for the whole run
+    (the rate, the noise std and the loss sums are tensors the graph reads); the short batches run eagerly. Each
+    batch is copied into the static buffers and each step's noise std into its tensor before the replay, so the
+    run trains as the eager step (to fp32 tolerance: the capturable optimiser)."""
+    graphs = GraphsOnTheCpu()
+    monkeypatch.setattr(step, "make_stepper", lambda state: step.CudaGraphStepper(state, graphs))
+    cfg = facades_config({**tiny_overrides, **TWO_EPOCHS, "optim.epochs": 2, "optim.batch_size": 3,
+                          "data.max_images": 7})
+    graph_losses, plain_losses = LossTracker(), LossTracker()
+    graphed = train(cfg, tracker=graph_losses, run_dir=tmp_path / "graphed", progress=False)
+    assert (graphs.warm_ups, graphs.captures, graphs.replays) == (3, 1, 3)
+    graph_optimisers(False)
+    plain = train(cfg, tracker=plain_losses, run_dir=tmp_path / "plain", progress=False)
+    assert len(plain_losses.losses) == 3
+    for plain_epoch, graph_epoch in zip(plain_losses.losses, graph_losses.losses):
+        assert graph_epoch == pytest.approx(plain_epoch, rel=FP32)
+    assert_close(weights(plain.run_dir), weights(graphed.run_dir))
