@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from p2p import checkpoint, step
-from p2p.trainer import StopTraining, train
+from p2p.trainer import RunRequest, StopTraining, train, train_together
 from tests.helpers import facades_config
 from tests.test_cuda import FP32, LossTracker
 
@@ -129,3 +129,19 @@ def test_the_graph_stepper_captures_once_and_trains_as_the_eager_step(tiny_overr
     for plain_epoch, graph_epoch in zip(plain_losses.losses, graph_losses.losses):
         assert graph_epoch == pytest.approx(plain_epoch, rel=FP32)
     assert_close(weights(plain.run_dir), weights(graphed.run_dir))
+
+
+def test_packed_graph_steppers_train_as_their_solo_runs(tiny_overrides, tmp_path, graph_optimisers, monkeypatch):
+    """Two seeds packed in one process, the graph stood in for as above: each run's stepper replays its own run's
+    step (a stepper or capture crossing runs would train one seed on the other's state), so each ends
+    bit-identical to its solo run through the same stepper. (The CPU runs each replay before the next, so what
+    streams would race on, buffers shared between pack-mates, is for tests/test_cuda.py.)"""
+    monkeypatch.setattr(step, "make_stepper", lambda state: step.CudaGraphStepper(state, GraphsOnTheCpu()))
+    configs = [facades_config({**tiny_overrides, **TWO_EPOCHS, "data.max_images": 5, "seed": seed}) for seed in (0, 1)]
+    solo = [train(cfg, run_dir=tmp_path / f"solo{seed}", progress=False) for seed, cfg in enumerate(configs)]
+    packed = train_together([RunRequest(cfg, None, tmp_path / f"packed{seed}") for seed, cfg in enumerate(configs)],
+                            progress=False)
+    for alone, together in zip(solo, packed):
+        a, b = weights(alone.run_dir), weights(together.run_dir)
+        assert all(torch.equal(a[key], b[key]) for key in a), f"{together.run_dir.name} differs from its solo run"
+    assert not torch.equal(*(weights(run.run_dir)["G.model.model.0.weight"] for run in packed))
