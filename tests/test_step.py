@@ -49,20 +49,28 @@ def assert_close(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], rtol: f
         torch.testing.assert_close(a[key], b[key], rtol=rtol, atol=rtol * float(b[key].abs().max()), msg=key)
 
 
+def assert_trains_as_the_plain_run(cfg, graphed, graph_losses: LossTracker, graph_optimisers, folder):
+    """The run of `cfg` on the plain path (eager step, plain optimisers) and `graphed` agree, epoch by epoch on
+    the losses and at the end on the weights, to fp32 tolerance; returns the plain run."""
+    graph_optimisers(False)
+    plain_losses = LossTracker()
+    plain = train(cfg, tracker=plain_losses, run_dir=folder, progress=False)
+    assert len(plain_losses.losses) == len(graph_losses.losses) == cfg.optim.total_epochs
+    for plain_epoch, graph_epoch in zip(plain_losses.losses, graph_losses.losses):
+        assert graph_epoch == pytest.approx(plain_epoch, rel=FP32)
+    assert_close(weights(plain.run_dir), weights(graphed.run_dir))
+    return plain
+
+
 def test_capturable_optimisers_with_a_tensor_learning_rate_train_as_the_plain_ones(tiny_overrides, tmp_path,
                                                                                     graph_optimisers):
     cfg = facades_config({**tiny_overrides, **TWO_EPOCHS})
-    graph_losses, plain_losses = LossTracker(), LossTracker()
+    graph_losses = LossTracker()
     graphed = train(cfg, tracker=graph_losses, run_dir=tmp_path / "graphed", progress=False)
     saved = checkpoint.load(graphed.run_dir / checkpoint.CHECKPOINT)
     group = saved["opt_G"]["param_groups"][0]
     assert group["capturable"] and isinstance(group["lr"], torch.Tensor)  # the graph's form really ran
-    graph_optimisers(False)
-    plain = train(cfg, tracker=plain_losses, run_dir=tmp_path / "plain", progress=False)
-    assert len(plain_losses.losses) == 2
-    for plain_epoch, graph_epoch in zip(plain_losses.losses, graph_losses.losses):
-        assert graph_epoch == pytest.approx(plain_epoch, rel=FP32)
-    assert_close(weights(plain.run_dir), weights(graphed.run_dir))
+    plain = assert_trains_as_the_plain_run(cfg, graphed, graph_losses, graph_optimisers, tmp_path / "plain")
     # the schedule filled the tensor with the rate it gives the number (after the last epoch: 0, from 2e-4)
     plain_lr = checkpoint.load(plain.run_dir / checkpoint.CHECKPOINT)["opt_G"]["param_groups"][0]["lr"]
     assert float(group["lr"]) == pytest.approx(plain_lr, abs=1e-9) and plain_lr < cfg.optim.lr
@@ -120,15 +128,10 @@ def test_the_graph_stepper_captures_once_and_trains_as_the_eager_step(tiny_overr
     monkeypatch.setattr(step, "make_stepper", lambda state: step.CudaGraphStepper(state, graphs))
     cfg = facades_config({**tiny_overrides, **TWO_EPOCHS, "optim.epochs": 2, "optim.batch_size": 3,
                           "data.max_images": 7})
-    graph_losses, plain_losses = LossTracker(), LossTracker()
+    graph_losses = LossTracker()
     graphed = train(cfg, tracker=graph_losses, run_dir=tmp_path / "graphed", progress=False)
     assert (graphs.warm_ups, graphs.captures, graphs.replays) == (3, 1, 3)
-    graph_optimisers(False)
-    plain = train(cfg, tracker=plain_losses, run_dir=tmp_path / "plain", progress=False)
-    assert len(plain_losses.losses) == 3
-    for plain_epoch, graph_epoch in zip(plain_losses.losses, graph_losses.losses):
-        assert graph_epoch == pytest.approx(plain_epoch, rel=FP32)
-    assert_close(weights(plain.run_dir), weights(graphed.run_dir))
+    assert_trains_as_the_plain_run(cfg, graphed, graph_losses, graph_optimisers, tmp_path / "plain")
 
 
 def test_packed_graph_steppers_train_as_their_solo_runs(tiny_overrides, tmp_path, graph_optimisers, monkeypatch):
