@@ -426,8 +426,8 @@ def make_optimizer(net: nn.Module, cfg: RunConfig, device: torch.device, captura
     the plain for-each path, whose arithmetic order is fixed. `capturable` (a CUDA graph replays the step): the
     learning rate is a tensor on the device that the schedule fills in place, so nothing is captured again."""
     fused = not cfg.runtime.deterministic
-    lr = torch.tensor(cfg.optim.lr, device=device) if capturable else cfg.optim.lr
-    return torch.optim.Adam(net.parameters(), lr=lr, betas=(cfg.optim.beta1, cfg.optim.beta2),
+    return torch.optim.Adam(net.parameters(), lr=learning_rate(cfg.optim.lr, capturable, device),
+                            betas=(cfg.optim.beta1, cfg.optim.beta2),
                             fused=fused or None, foreach=None if fused else True, capturable=capturable)
 
 
@@ -439,17 +439,20 @@ def make_schedule(opt: torch.optim.Optimizer, cfg: RunConfig) -> torch.optim.lr_
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda e: lr_factor(e, cfg.optim.epochs, cfg.optim.decay_epochs))
 
 
+def learning_rate(value: float, capturable: bool, device: torch.device) -> float | torch.Tensor:
+    """A capturable optimiser's rate is a tensor on the device (the graph reads it; the schedule fills it in
+    place), a plain one's a number."""
+    return torch.tensor(value, device=device) if capturable else value
+
+
 def set_optimizer_form(opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR, capturable: bool,
                        device: torch.device) -> None:
-    """After loading a checkpoint, give the optimiser this run's form, whichever form saved it: capturable with
-    the learning rate a tensor on the device (graphed), or a plain number (eager), the rate computed afresh from
-    the schedule (a graphed run's is a float32); the step counts where the kernel reads them (the device for
-    fused or capturable Adam, else the host)."""
-    sched.base_lrs = [float(lr) for lr in sched.base_lrs]
-    sched._last_lr = [base * rule(sched.last_epoch) for base, rule in zip(sched.base_lrs, sched.lr_lambdas)]
-    for group, base, lr in zip(opt.param_groups, sched.base_lrs, sched._last_lr):
-        group["capturable"], group["initial_lr"] = capturable, base
-        group["lr"] = torch.tensor(lr, device=device) if capturable else lr
+    """After loading a checkpoint, give the optimiser this run's form, whichever form saved it: capturable or
+    plain, its rate recomputed from the schedule (a graphed run's was a float32); the step counts where the
+    kernel reads them (the device for fused or capturable Adam, else the host)."""
+    for group, base, rule in zip(opt.param_groups, sched.base_lrs, sched.lr_lambdas):
+        group["capturable"] = capturable
+        group["lr"] = learning_rate(base * rule(sched.last_epoch), capturable, device)
         on_device = capturable or bool(group.get("fused"))
         for p in group["params"]:
             if "step" in opt.state.get(p, {}):
