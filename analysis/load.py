@@ -13,6 +13,10 @@ from p2p.errors import UserError
 from p2p.tracker import FAILED, FINISHED, KILLED
 
 SCORES = [s.key for s in contract.REPORTED]  # the scores a report tabulates (what a default run logs)
+# The per-epoch metrics a report reads: the scores over training, the losses, and the learning rate (logged once
+# per epoch, so its timestamps say when each epoch ended).
+EPOCH_METRICS = [*SCORES, *(loss.key for loss in contract.LOSSES), contract.LR]
+EPOCH_COLUMNS = ["run_id", "cell", "seed", "metric", "epoch", "value", "time_ms"]
 # Run params the report reads: how many test images each scoring pass used.
 EVAL_PARAMS = {"data.dataset": "dataset", "eval.every": "every", "eval.every_max_images": "every_max_images",
                "eval.max_images": "max_images",
@@ -34,6 +38,10 @@ class SweepRuns:
     spec_path: Path | None = None
     notes: list[str] = field(default_factory=list)
     parent_tags: dict[str, str] = field(default_factory=dict)
+    # Every logged point of the per-epoch metrics (EPOCH_METRICS) of every trial: run_id, cell, seed, metric, epoch,
+    # value, time_ms. None until asked for (`epoch_points`): read from MLflow then, or given by runs.csv's epochs.csv.
+    epochs: pd.DataFrame | None = None
+    source: str | None = None  # the runs.csv the runs were read from; None: the MLflow store
 
     def values(self, cell: str, metric: str) -> dict[int, float]:
         """{seed: final score} of a cell's finished runs."""
@@ -98,6 +106,9 @@ def load_sweep(sweep: str, scale: str | None = None, root: Path = Path("."), spe
         cells = [c.name for c in spec.cells]
         seeds = list(spec.seeds_for(scale))
         objective, direction = spec.objective, spec.direction
+    elif parent is not None and parent.tags.get(Tag.CELLS):  # the spec's cells, in its order, as the sweep logged them
+        cells = [c for c in parent.tags[Tag.CELLS].split(",") if c]
+        notes.append(f"no sweeps/{sweep}.yaml here: the cells are those the sweep's parent run lists")
     else:
         notes.append(f"no sweeps/{sweep}.yaml here: the expected cells are those with runs")
 
@@ -122,7 +133,7 @@ def load_sweep(sweep: str, scale: str | None = None, root: Path = Path("."), spe
     finished = trials[trials["status"] == FINISHED].drop_duplicates(["cell", "seed"])
     others = trials[trials["status"] != FINISHED].drop_duplicates(["cell", "seed"])
     trials = pd.concat([finished, others], ignore_index=True)
-    for cell in trials["cell"].unique():
+    for cell in trials.sort_values("start_time", kind="stable")["cell"].unique():  # no spec: the order they ran in
         if cell not in cells:
             cells.append(cell)
     if not seeds:
@@ -140,23 +151,41 @@ def _unresolved(precision: str | None) -> str | None:
     return precision
 
 
+def epoch_points(runs: SweepRuns) -> pd.DataFrame:
+    """Every logged point of EPOCH_METRICS of every trial, as a long frame (EPOCH_COLUMNS), read once."""
+    if runs.epochs is None:
+        rows = [(run.run_id, run.cell, int(run.seed), key, int(point.step), float(point.value), int(point.timestamp))
+                for run in runs.trials.itertuples() for key in EPOCH_METRICS
+                for point in tracking.metric_points(run.run_id, key)]
+        runs.epochs = pd.DataFrame(rows, columns=EPOCH_COLUMNS)
+    return runs.epochs
+
+
+def _finished_history(runs: SweepRuns, metric: str) -> pd.DataFrame:
+    """One metric's points of the finished runs, one per (run, epoch): the last logged wins (a resumed run logs an
+    epoch again), as `tracking.metric_history` reads them."""
+    points = epoch_points(runs)
+    part = points[(points["metric"] == metric) & points["run_id"].isin(runs.finished["run_id"])]
+    return part.sort_values("time_ms", kind="stable").drop_duplicates(["run_id", "epoch"], keep="last")
+
+
 def loss_curves(runs: SweepRuns) -> pd.DataFrame:
     """Long frame of per-epoch training losses of the finished runs: cell, seed, epoch, loss, value."""
-    rows = []
-    for run in runs.finished.itertuples():
-        for loss in contract.LOSSES:
-            for step, value in tracking.metric_history(run.run_id, loss.key):
-                rows.append({"cell": run.cell, "seed": run.seed, "epoch": step, "loss": loss.name, "value": value})
-    return pd.DataFrame(rows, columns=["cell", "seed", "epoch", "loss", "value"])
+    parts = [_finished_history(runs, loss.key).assign(loss=loss.name) for loss in contract.LOSSES]
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*EPOCH_COLUMNS, "loss"])
+    frame = frame.sort_values(["run_id", "epoch"], kind="stable")
+    return frame[["cell", "seed", "epoch", "loss", "value"]].reset_index(drop=True)
 
 
 def eval_history(runs: SweepRuns, metric: str) -> pd.DataFrame:
     """Long frame of a score over training for the finished runs: cell, seed, epoch, value (step = epoch)."""
-    rows = [{"cell": run.cell, "seed": int(run.seed), "epoch": int(step), "value": value}
-            for run in runs.finished.itertuples() for step, value in tracking.metric_history(run.run_id, metric)]
-    return pd.DataFrame(rows, columns=["cell", "seed", "epoch", "value"])
+    frame = _finished_history(runs, metric).sort_values(["run_id", "epoch"], kind="stable")
+    return frame[["cell", "seed", "epoch", "value"]].astype({"seed": int, "epoch": int}).reset_index(drop=True)
 
 
-def epoch_stamps(run_id: str) -> list[int]:
-    """When (ms) each epoch of a run was logged: the learning rate is logged once per epoch."""
-    return sorted(m.timestamp for m in tracking.metric_points(run_id, contract.LR))
+def epoch_stamps(runs: SweepRuns) -> dict[str, list[int]]:
+    """When (ms) each epoch of each run was logged: the learning rate is logged once per epoch."""
+    points = epoch_points(runs)
+    lr = points[points["metric"] == contract.LR]
+    stamps = {run_id: sorted(int(t) for t in part["time_ms"]) for run_id, part in lr.groupby("run_id")}
+    return {run_id: stamps.get(run_id, []) for run_id in runs.trials["run_id"]}

@@ -22,9 +22,11 @@ from analysis import figures, paper
 from analysis.findings import ALPHA, ClaimResult, comparison_metric, judge_all, method_summary
 from analysis.load import SCORES, SweepRuns, epoch_stamps, eval_history, load_sweep, loss_curves
 from analysis.provenance import Provenance, provenance
+from analysis.runs_file import EPOCHS_CSV, RUNS_CSV, read_runs, write_runs
 from analysis.sequential import METHOD, MIXTURE_PRECISION, tally
 from analysis.stats import kendall_tau, t_interval
 from p2p import contract
+from p2p.errors import UserError
 
 __all__ = ["build_report", "comparison_metric", "score_table", "ReportDoc"]
 TRENDS_PNG = "findings_over_training.png"
@@ -118,9 +120,26 @@ def status_lines(runs: SweepRuns) -> tuple[list[str], list[str]]:
 
 
 def build_report(sweep: str, scale: str | None = None, out_root: Path = Path("reports"), log: bool = True,
-                 samples: int = 4, root: Path = Path(".")) -> Path:
-    """Write the report of a sweep (finished or not) and return its folder."""
-    runs = load_sweep(sweep, scale, root)
+                 samples: int = 4, root: Path = Path("."), runs_csv: Path | None = None) -> Path:
+    """Write the report of a sweep (finished or not) and return its folder.
+
+    `sweep` is a sweep's name or its spec's path (sweeps/X.yaml). The runs come from the MLflow store, or with
+    `runs_csv` from a runs.csv (and the epochs.csv beside it) that an earlier report wrote: the same report and
+    verdicts without the store (no qualitative figure: the images are the runs' artifacts).
+    """
+    spec = _spec_argument(sweep)
+    if spec is not None:
+        sweep = spec.name
+    if runs_csv is not None:
+        runs = read_runs(runs_csv, sweep, root)
+        if scale is not None and scale != runs.scale:
+            raise UserError(f"--runs {runs_csv}: holds the {runs.scale} scale's runs, not {scale}'s")
+        runs.notes.append(f"Read from `{Path(runs_csv).name}` and `{EPOCHS_CSV}` (the per-seed data published with the "
+                          "report), not from an MLflow store; the qualitative comparison needs the runs' images and is "
+                          "left out.")
+        samples, log = 0, False
+    else:
+        runs = load_sweep(sweep, scale, root, spec=spec)
     out = out_root / sweep
     out.mkdir(parents=True, exist_ok=True)
     metric = comparison_metric(runs)
@@ -128,7 +147,9 @@ def build_report(sweep: str, scale: str | None = None, out_root: Path = Path("re
     compared, taus = paper_frame(runs)
     found = judge_all(runs, metric, eval_history(runs, metric))
     missing, failed = status_lines(runs)
-    origin = provenance(runs, out_root, {run_id: epoch_stamps(run_id) for run_id in runs.trials["run_id"]})
+    origin = provenance(runs, out_root, epoch_stamps(runs))
+    if Path(runs_csv or "").resolve() != (out / RUNS_CSV).resolve():
+        write_runs(runs, out)
 
     images: dict[str, tuple[Path, str]] = {}
     path = figures.scores_figure(runs.finished, runs.cells, SCORES, out / "scores.png")
@@ -318,6 +339,15 @@ def _inline(text: str) -> str:
             piece = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", piece)
             out.append(re.sub(r"\*(\S.*?)\*", r"<i>\1</i>", piece))
     return "".join(out)
+
+
+def _spec_argument(sweep: str):
+    """The loaded spec where `sweep` is a spec's path (as `p2p sweep` takes it), else None (a sweep's name)."""
+    if not sweep.endswith((".yaml", ".yml")) and "/" not in sweep:
+        return None
+    from p2p.sweep.spec import load_spec
+
+    return load_spec(Path(sweep))
 
 
 def _dataset(runs) -> str | None:

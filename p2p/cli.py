@@ -118,8 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_sweep)
 
     p = sub.add_parser("report", help="write a sweep's report: scores, findings, figures (what `make report` calls)")
-    p.add_argument("sweep", help="sweep name (sweeps/<name>.yaml, the MLflow experiment)")
+    p.add_argument("sweep", help="sweep name (the MLflow experiment; sweeps/<name>.yaml) or a spec's path")
     p.add_argument("--scale", default=None, help="which scale's runs (default: the newest sweep's)")
+    p.add_argument("--runs", default=None, metavar="PATH",
+                   help="rebuild from a published runs.csv (and the epochs.csv beside it) instead of the MLflow store, "
+                        "e.g. results/cpu/loss/runs.csv")
     p.add_argument("--out", default="reports", help="folder for <out>/<sweep>/ (default: reports; the published "
                    "copy: results/cpu)")
     p.add_argument("--samples", type=int, default=4, help="test images in the qualitative figure (0: none)")
@@ -267,8 +270,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from analysis.report import build_report
 
-    out = build_report(args.sweep, args.scale, Path(args.out), log=not args.no_log, samples=args.samples)
-    print(f"wrote {out / 'report.md'} (figures beside it), {out / 'report.html'} and {out / 'findings.json'}")
+    out = build_report(args.sweep, args.scale, Path(args.out), log=not args.no_log, samples=args.samples,
+                       runs_csv=Path(args.runs) if args.runs else None)
+    print(f"wrote {out / 'report.md'} (figures beside it), {out / 'report.html'}, {out / 'findings.json'} and the "
+          f"per-seed data {out / 'runs.csv'}, {out / 'epochs.csv'}")
     return 0
 
 
