@@ -47,13 +47,17 @@ def comparison_metric(runs: SweepRuns) -> str:
 
 
 def claims_for(runs: SweepRuns) -> list[paper.Claim]:
-    """The paper's claims for this ablation; without any (the tricks sweep), every cell against the first."""
+    """What the report judges: the spec's own `claims:` where it states some, else the paper's claims for this
+    ablation; without either (the tricks sweep, a user's own sweep), each cell against the spec's first, as
+    comparisons nobody claimed (their verdicts read higher / lower / negligible / not resolved)."""
+    if runs.stated:
+        return [paper.Claim(c.better, c.worse, c.why) for c in runs.stated]
     claims = paper.CLAIMS.get(runs.name)
     if claims is not None:
         return list(claims)
     if not runs.cells:
         return []
-    return [paper.Claim(cell, runs.cells[0], f"better than {runs.cells[0]}") for cell in runs.cells[1:]]
+    return [paper.Claim(cell, runs.cells[0], stated=False) for cell in runs.cells[1:]]
 
 
 # ---------------------------------------------------------------- over training
@@ -154,12 +158,17 @@ def trend(history: pd.DataFrame, better: str, worse: str, sign: int, alpha: floa
 # ---------------------------------------------------------------- verdicts
 
 
-def verdict(diff: Difference, interval: Sequence, sign: int, effect: float) -> str:
+def verdict(diff: Difference, interval: Sequence, sign: int, effect: float, stated: bool = True) -> str:
     """From the anytime-valid interval of the mean difference: negligible (inside +-effect), reproduced / reversed
     (excludes 0 in / against the claimed direction); else which side of 0 the mean difference is on (both
-    "not resolved": the words say which way the runs lean, and more seeds may settle it)."""
+    "not resolved": the words say which way the runs lean, and more seeds may settle it).
+
+    A comparison nobody claimed (`stated` False) reads as what it found, in the score's own terms: higher /
+    lower (the interval excludes 0), negligible, or not resolved (and which way it leans)."""
     if math.isnan(diff.mean):
         return "missing"
+    if not stated:
+        return _found(diff, interval, effect)
     good = sign * diff.mean
     if diff.method == "none":
         return "same direction, no interval (one seed)" if good > 0 else "other direction, no interval (one seed)"
@@ -169,6 +178,19 @@ def verdict(diff: Difference, interval: Sequence, sign: int, effect: float) -> s
     if found != OPEN:
         return "reproduced" if found == (ABOVE if sign > 0 else BELOW) else "reversed"
     return "same direction, not resolved" if good > 0 else "other direction, not resolved"
+
+
+def _found(diff: Difference, interval: Sequence, effect: float) -> str:
+    """A comparison's verdict: higher, lower, negligible, or not resolved (leaning higher or lower)."""
+    lean = "higher" if diff.mean > 0 else "lower"
+    if diff.method == "none":
+        return f"no interval (one seed), leans {lean}"
+    found = resolve(interval.low, interval.high, effect)
+    if found == NEGLIGIBLE:
+        return "negligible"
+    if found != OPEN:
+        return "higher" if found == ABOVE else "lower"
+    return f"not resolved, leans {lean}"
 
 
 @dataclass(frozen=True)
@@ -241,7 +263,9 @@ class ClaimResult:
 
     @property
     def text(self) -> str:
-        """'70x70 scores above 1x1 on FCN class IoU'."""
+        """'70x70 scores above 1x1 on FCN class IoU'; a comparison nobody claimed: 'cGAN against GAN on ...'."""
+        if not self.claim.stated:
+            return f"{self.claim.better} against {self.claim.worse} on {contract.label(self.metric)}"
         side = "below" if self.sign < 0 else "above"
         return f"{self.claim.better} scores {side} {self.claim.worse} on {contract.label(self.metric)}"
 
@@ -330,7 +354,8 @@ def judge_all(runs: SweepRuns, metric: str, history: pd.DataFrame | None = None,
     for claim, diff, p_holm, look in zip(claims, diffs, adjusted, fixed):
         interval = interval_for(diff, ALPHA / k)
         over = trend(history, claim.better, claim.worse, sign, ALPHA / k) if history is not None else None
-        results.append(ClaimResult(claim, metric, diff, p_holm, interval, verdict(diff, interval, sign, effect), k,
+        results.append(ClaimResult(claim, metric, diff, p_holm, interval,
+                                   verdict(diff, interval, sign, effect, claim.stated), k,
                                    effect, seeds_needed(diff, diff.mean, ALPHA / k),
                                    seeds_needed(diff, effect, ALPHA / k), power_now(diff, effect, ALPHA / k), over,
                                    look))

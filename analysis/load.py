@@ -42,6 +42,7 @@ class SweepRuns:
     # value, time_ms. None until asked for (`epoch_points`): read from MLflow then, or given by runs.csv's epochs.csv.
     epochs: pd.DataFrame | None = None
     source: str | None = None  # the runs.csv the runs were read from; None: the MLflow store
+    stated: tuple = ()  # the spec's own claims (p2p.sweep.spec.StatedClaim), judged like the paper's
 
     def values(self, cell: str, metric: str) -> dict[int, float]:
         """{seed: final score} of a cell's finished runs."""
@@ -60,6 +61,11 @@ class SweepRuns:
     def added_seeds(self) -> list[int]:
         """Seeds of finished runs beyond the spec's own: `--until-resolved` ran them."""
         return sorted({int(s) for s in self.finished["seed"]} - set(self.seeds))
+
+    def trials_planned(self) -> int:
+        """The trials the sweep set out to run: the spec's cells x seeds, and the seeds `--until-resolved` added."""
+        queued = set(zip(self.trials["cell"], (int(s) for s in self.trials["seed"])))
+        return len(queued | {(c, s) for c in self.cells for s in self.seeds})
 
     def missing(self) -> list[tuple[str, int]]:
         """(cell, seed) pairs of the spec without a finished run."""
@@ -99,6 +105,7 @@ def load_sweep(sweep: str, scale: str | None = None, root: Path = Path("."), spe
     parent = next((p for p in parents if p.tags.get(Tag.SCALE) == scale), None)
 
     cells, seeds, objective, direction, notes = [], [], contract.HEADLINE.key, contract.HEADLINE.direction, []
+    stated = ()
     if path is not None:
         from p2p.sweep.spec import load_spec
 
@@ -106,6 +113,7 @@ def load_sweep(sweep: str, scale: str | None = None, root: Path = Path("."), spe
         cells = [c.name for c in spec.cells]
         seeds = list(spec.seeds_for(scale))
         objective, direction = spec.objective, spec.direction
+        stated = spec.claims
     elif parent is not None and parent.tags.get(Tag.CELLS):  # the spec's cells, in its order, as the sweep logged them
         cells = [c for c in parent.tags[Tag.CELLS].split(",") if c]
         notes.append(f"no sweeps/{sweep}.yaml here: the cells are those the sweep's parent run lists")
@@ -141,7 +149,16 @@ def load_sweep(sweep: str, scale: str | None = None, root: Path = Path("."), spe
     order = {c: i for i, c in enumerate(cells)}
     trials = trials.sort_values(["cell", "seed"], key=lambda col: col.map(order) if col.name == "cell" else col)
     return SweepRuns(sweep, scale, parent.run_id if parent else None, cells, seeds, objective, direction,
-                     trials.reset_index(drop=True), path, notes, dict(parent.tags) if parent else {})
+                     trials.reset_index(drop=True), path, notes, dict(parent.tags) if parent else {}, stated=stated)
+
+
+def stated_claims(path: Path | None) -> tuple:
+    """The `claims:` of the spec at `path` (none without one)."""
+    if path is None:
+        return ()
+    from p2p.sweep.spec import load_spec
+
+    return load_spec(path).claims
 
 
 def _unresolved(precision: str | None) -> str | None:

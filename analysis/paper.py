@@ -22,6 +22,9 @@ class Claim:
     better: str
     worse: str
     why: str = ""
+    # True: a hypothesis stated before the runs (the paper's, or a spec's `claims:`), judged reproduced / reversed.
+    # False: a comparison nobody claimed (each cell against the spec's first), read as what it found: higher / lower.
+    stated: bool = True
 
 
 # Each finding of the paper (the `findings:` of the tables file) as pairwise claims.

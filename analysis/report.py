@@ -138,6 +138,8 @@ def build_report(sweep: str, scale: str | None = None, out_root: Path = Path("re
                           "report), not from an MLflow store; the qualitative comparison needs the runs' images and is "
                           "left out.")
         samples, log = 0, False
+        if spec is not None:  # the spec named on the command line, not the one in sweeps/
+            runs.spec_path, runs.stated = spec.path, spec.claims
     else:
         runs = load_sweep(sweep, scale, root, spec=spec)
     out = out_root / sweep
@@ -195,9 +197,8 @@ def protocol_lines(found: list[ClaimResult]) -> list[str]:
             "anytime-valid (a confidence sequence: Howard, Ramdas, McAuliffe & Sekhon 2021): they stay valid however "
             f"many seeds are added and however often the report is read before. Multiplicity: Bonferroni over the {k} "
             f"claim{'s' if k > 1 else ''} of this sweep, each interval at alpha = {ALPHA:g}/{k} = {ALPHA / k:.4g} "
-            f"(family-wise error {ALPHA:.0%}). reproduced = the interval excludes 0 in the claimed direction, "
-            f"reversed = the other way; {negligible}; any other claim is not resolved, and its verdict says which "
-            "way the runs lean (same / other direction, not resolved). The fixed-n 95% t-interval and p beside each "
+            f"(family-wise error {ALPHA:.0%}). {_resolved_words(found)}; {negligible}; {_open_words(found)}. "
+            "The fixed-n 95% t-interval and p beside each "
             "verdict describe the seeds at hand; read after more seeds were added they are not valid tests "
             "(docs/verdicts.md).",
             f"Power: seeds per cell a fixed design needs for 80% power (paired t-test, two-sided, exact noncentral "
@@ -207,6 +208,20 @@ def protocol_lines(found: list[ClaimResult]) -> list[str]:
             "Beside each verdict where seeds were added: what the lab's earlier fixed protocol says at the spec's "
             "own seeds (a paired t-test per claim, Holm over the claims, p < 0.05): valid at that one look, so it "
             "shows what stopping there would have concluded."] if any(f.fixed is not None for f in found) else [])
+
+
+def _resolved_words(found: list[ClaimResult]) -> str:
+    if all(f.claim.stated for f in found):
+        return "reproduced = the interval excludes 0 in the claimed direction, reversed = the other way"
+    return ("nobody claimed these comparisons (each cell against the spec's first), so they read as what they found: "
+            "higher / lower = the interval excludes 0 on that side")
+
+
+def _open_words(found: list[ClaimResult]) -> str:
+    if all(f.claim.stated for f in found):
+        return ("any other claim is not resolved, and its verdict says which way the runs lean (same / other "
+                "direction, not resolved)")
+    return "any other is not resolved, and its verdict says which way the runs lean"
 
 
 @dataclass
@@ -273,7 +288,8 @@ class ReportDoc:
         """findings.json: the claims and how they were judged, with where the numbers come from."""
         r, k = self.runs, len(self.found)
         return {"sweep": r.name, "scale": r.scale, "written": self.written, "metric": self.metric,
-                "trials_finished": len(r.finished), "trials_planned": len(r.cells) * len(r.seeds),
+                "trials_finished": len(r.finished), "trials_planned": r.trials_planned(),
+                "trials_in_spec": len(r.cells) * len(r.seeds),
                 "until_resolved": bool(r.added_seeds), "seeds_per_cell": r.seeds_per_cell(),
                 "test": method_summary(self.found), "verdict_method": METHOD, "mixture_precision": MIXTURE_PRECISION,
                 "correction": "bonferroni", "family_wise_alpha": ALPHA, "claims_tested": k,

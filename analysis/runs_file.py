@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.load import EPOCH_COLUMNS, EVAL_PARAMS, SCORES, SweepRuns, epoch_points, spec_file
+from analysis.load import EPOCH_COLUMNS, EVAL_PARAMS, SCORES, SweepRuns, epoch_points, spec_file, stated_claims
 from p2p import contract
 from p2p.contract import Tag
 from p2p.errors import UserError
@@ -92,9 +92,10 @@ def read_runs(path: Path, sweep: str | None = None, root: Path = Path(".")) -> S
     parent_run_id = str(frame["sweep_run_id"].iloc[0]) or None
     sweep_set = str(frame["sweep_set"].iloc[0])
     trials = frame.drop(columns=[*SWEEP_COLUMNS, "spec_seed", "wall_s"]).reset_index(drop=True)
+    spec_path = spec_file(name, root)
     return SweepRuns(name, scale, parent_run_id, cells, seeds, objective, contract.score(objective).direction, trials,
-                     spec_file(name, root), [], {Tag.SET: sweep_set} if sweep_set else {},
-                     epochs.astype({"seed": int, "epoch": int, "time_ms": "int64"}), str(path))
+                     spec_path, [], {Tag.SET: sweep_set} if sweep_set else {},
+                     epochs.astype({"seed": int, "epoch": int, "time_ms": "int64"}), str(path), stated_claims(spec_path))
 
 
 def _write_atomic(frame: pd.DataFrame, path: Path) -> None:

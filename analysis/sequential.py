@@ -160,15 +160,21 @@ def running_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 # ---------------------------------------------------------------- the verdict words, counted
 
-RESOLVED = ("reproduced", "reversed", "negligible")  # the verdicts that settle a claim: more seeds are not needed
+CLAIM_RESOLVED = ("reproduced", "reversed", "negligible")  # a stated claim settled: more seeds are not needed
+COMPARISON_RESOLVED = ("higher", "lower", "negligible")  # the same for a comparison nobody claimed
+RESOLVED = tuple(dict.fromkeys(CLAIM_RESOLVED + COMPARISON_RESOLVED))
 
 
 def tally(verdicts: list[str]) -> str:
-    """'2 reproduced, 0 reversed, 1 negligible, 3 not resolved of 6 claims' (and how many cannot be judged yet)."""
-    counts = {word: sum(v == word for v in verdicts) for word in RESOLVED}
+    """'2 reproduced, 0 reversed, 1 negligible, 3 not resolved of 6 claims' (and how many cannot be judged yet);
+    comparisons nobody claimed are counted as '1 higher, 0 lower, ... of 4 comparisons'."""
+    comparisons = bool(verdicts) and not any(v in ("reproduced", "reversed") or "direction" in v for v in verdicts) \
+        and any(v in ("higher", "lower") or "leans" in v for v in verdicts)
+    words, noun = (COMPARISON_RESOLVED, "comparison") if comparisons else (CLAIM_RESOLVED, "claim")
+    counts = {word: sum(v == word for v in verdicts) for word in words}
     missing = sum(v == "missing" for v in verdicts)
-    parts = [f"{counts[word]} {word}" for word in RESOLVED]
+    parts = [f"{counts[word]} {word}" for word in words]
     parts.append(f"{len(verdicts) - sum(counts.values()) - missing} not resolved")
     if missing:
         parts.append(f"{missing} missing a cell")
-    return f"{', '.join(parts)} of {len(verdicts)} claim{'s' if len(verdicts) != 1 else ''}"
+    return f"{', '.join(parts)} of {len(verdicts)} {noun}{'s' if len(verdicts) != 1 else ''}"

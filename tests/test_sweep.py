@@ -123,7 +123,7 @@ def test_cli_reports_spec_errors_in_one_line_and_refuses_to_vary_the_factor(tmp_
     proc = subprocess.run([sys.executable, "-m", "p2p", "sweep", str(path), "--dry-run"], capture_output=True,
                           text=True, cwd=tmp_path)
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
-        f"p2p: error: {path}: unknown key 'seed' (expected one of: base, cells, description, factor, name, "
+        f"p2p: error: {path}: unknown key 'seed' (expected one of: base, cells, claims, description, factor, name, "
         "objective, scales, search, seeds)"]
     spec = load_spec(SWEEPS / "patchsize.yaml")
     with pytest.raises(UserError, match="'model.discriminator.patch' is what this sweep varies"):

@@ -57,6 +57,15 @@ class Search:
 
 
 @dataclass(frozen=True)
+class StatedClaim:
+    """A hypothesis a spec states before its runs: '`better` scores better than `worse`' on the objective."""
+
+    better: str
+    worse: str
+    why: str = ""
+
+
+@dataclass(frozen=True)
 class SweepSpec:
     name: str
     path: Path
@@ -68,6 +77,7 @@ class SweepSpec:
     direction: str  # maximize | minimize
     scales: dict[str, ScaleSettings]
     search: Optional[Search] = None
+    claims: tuple[StatedClaim, ...] = ()  # the spec's own hypotheses (`claims:`), judged like the paper's
 
     @property
     def kind(self) -> str:
@@ -208,6 +218,13 @@ class ObjectiveFile:
 
 
 @dataclass(frozen=True)
+class ClaimFile:
+    better: str = entry(expected="the name of a cell of this spec")
+    worse: str = entry(expected="the name of a cell of this spec")
+    why: str = ""
+
+
+@dataclass(frozen=True)
 class ScaleFile:
     seeds: Any = entry(None, check=_valid_seeds, expected=SEEDS)
     overrides: Optional[dict[str, Any]] = entry(None, alias="set", expected="a mapping of config keys")
@@ -260,6 +277,8 @@ class SpecFile:
     scales: Optional[dict[str, Optional[ScaleFile]]] = entry(
         None, expected="a mapping of scale name (cpu, paper) to settings")
     search: Optional[dict[str, Any]] = entry(None, expected="a mapping with params and trials")  # read as SearchFile
+    claims: Optional[list[ClaimFile]] = entry(
+        None, expected="a list of {better: CELL, worse: CELL, why: TEXT}: the hypotheses the report judges")
 
     def check(self) -> None:
         if (self.cells is None) == (self.search is None):
@@ -307,10 +326,24 @@ def load_spec(path: str | Path, name: str | None = None) -> SweepSpec:
             if value is not None and len(value) != 1:
                 raise UserError(Invalid(where, "one seed for a search (each trial trains one run)", value).message(src))
     metric = raw.objective.metric
+    cells = _cells(raw, src) if raw.cells is not None else ()
     return SweepSpec(name=sweep_name, path=path, base=base_path, description=raw.description or raw.factor.description,
-                     cells=_cells(raw, src) if raw.cells is not None else (), seeds=seeds, objective=metric,
+                     cells=cells, seeds=seeds, objective=metric,
                      direction=raw.objective.direction or contract.score(metric).direction, scales=scales,
-                     search=search)
+                     search=search, claims=_claims(raw.claims or [], cells, src))
+
+
+def _claims(raw: list[ClaimFile], cells: tuple[Cell, ...], src: str) -> tuple[StatedClaim, ...]:
+    """The spec's hypotheses, each between two of its cells."""
+    names = [c.name for c in cells]
+    for i, claim in enumerate(raw):
+        for side in ("better", "worse"):
+            if getattr(claim, side) not in names:
+                raise UserError(Invalid(f"claims[{i}].{side}", "the name of a cell of this spec (" +
+                                        ", ".join(names) + ")", getattr(claim, side)).message(src))
+        if claim.better == claim.worse:
+            raise UserError(Invalid(f"claims[{i}]", "two different cells", claim.better).message(src))
+    return tuple(StatedClaim(c.better, c.worse, c.why) for c in raw)
 
 
 def _cells(raw: SpecFile, src: str) -> tuple[Cell, ...]:
