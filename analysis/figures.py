@@ -143,3 +143,47 @@ def _wrap(text: str, width: int) -> list[str]:
         else:
             line = f"{line} {word}".strip()
     return lines + [line] if line else lines
+
+
+def differences_figure(claims: list, path: Path, flagged: frozenset = frozenset()) -> Path | None:
+    """One row per claim: each seed's paired difference as a dot (seed numbers beside the ones a flag or the
+    leave-one-seed-out check names), the anytime-valid interval the verdict reads as a bar, the mean, 0 and the
+    negligible band. `claims` holds analysis.findings.ClaimResult; those without common seeds are left out.
+    `flagged`: the (cell, seed) pairs the outlier rule flags on this score.
+    """
+    claims = [c for c in claims if c.differences]
+    if not claims:
+        return None
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, ax = plt.subplots(figsize=(9, 0.75 * len(claims) + 1.6))
+    rng = np.random.default_rng(0)  # the same jitter every time the report is built
+    for row, claim in enumerate(claims):
+        y = len(claims) - 1 - row
+        seeds = [s for s, _ in claim.differences]
+        d = np.array([x for _, x in claim.differences])
+        named = {seed for seed, _ in claim.left_out} | {
+            seed for seed in seeds if (claim.claim.better, seed) in flagged or (claim.claim.worse, seed) in flagged}
+        ax.scatter(d, y + rng.uniform(-0.18, 0.18, len(d)), s=16, color="C0", alpha=0.65, zorder=3)
+        for seed, x in zip(seeds, d):
+            if seed in named:
+                ax.annotate(f"seed {seed}", (x, y), xytext=(0, 9), textcoords="offset points", fontsize=7,
+                            color="C3", ha="center")
+                ax.scatter([x], [y], s=40, facecolors="none", edgecolors="C3", zorder=4)
+        low, high = claim.interval.low, claim.interval.high
+        if np.isfinite(low) and np.isfinite(high):
+            ax.plot([low, high], [y, y], color="black", lw=2.5, zorder=2, solid_capstyle="butt")
+        ax.plot([d.mean()], [y], "D", color="black", markersize=6, zorder=4)
+        if np.isfinite(claim.effect):
+            ax.fill_between([-claim.effect, claim.effect], y - 0.4, y + 0.4, color="0.85", zorder=1, lw=0)
+    ax.axvline(0, color="black", lw=1)
+    ax.set_yticks(range(len(claims)))
+    ax.set_yticklabels(["\n".join(_wrap(f"{c.claim.better} - {c.claim.worse}: {c.verdict}", 38))
+                        for c in reversed(claims)], fontsize=8)
+    ax.set_xlabel(f"per-seed difference in {contract.label(claims[0].metric)} (better - worse as claimed)")
+    title = ("Each claim's per-seed differences (dots), the mean (diamond), the anytime-valid interval its verdict "
+             "reads (bar) and the negligible band (grey); red: seeds the verdict hangs on or the outlier rule flags")
+    ax.set_title("\n".join(_wrap(title, 90)), fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return path

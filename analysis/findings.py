@@ -16,6 +16,7 @@ import pandas as pd
 
 from analysis import paper
 from analysis.load import SweepRuns
+from analysis.outliers import Flag, flag_cell
 from analysis.power import Needed, load_effect_sizes, power_now, seeds_needed
 from analysis.sequential import (
     ABOVE,
@@ -31,6 +32,10 @@ from analysis.sequential import (
     sequence,
     tally,
 )
+from analysis.shape import ShapeCheck, check_shape
+from analysis.signs import ABOVE as SIGNS_ABOVE
+from analysis.signs import BELOW as SIGNS_BELOW
+from analysis.signs import SignVerdict, sign_verdict
 from analysis.stats import Difference, compare, holm
 from p2p import contract
 from p2p.sweep.claims import Findings
@@ -209,10 +214,14 @@ class FixedLook:
                f"{format_p(self.p_holm)})"
 
 
-def fixed_verdict(mean: float, p_holm: float, sign: int, alpha: float = ALPHA) -> str:
-    """The fixed-n protocol's verdict: reproduced / reversed at Holm p < alpha, else which way the runs lean."""
+def fixed_verdict(mean: float, p_holm: float, sign: int, alpha: float = ALPHA, stated: bool = True) -> str:
+    """The fixed-n protocol's verdict: reproduced / reversed at Holm p < alpha, else which way the runs lean (a
+    comparison nobody claimed: higher / lower, else not significant)."""
     if math.isnan(mean) or math.isnan(p_holm):
         return "not tested"
+    if not stated:
+        return ("higher" if mean > 0 else "lower") if p_holm < alpha else \
+            f"not significant, leans {'higher' if mean > 0 else 'lower'}"
     if p_holm < alpha:
         return "reproduced" if sign * mean > 0 else "reversed"
     return "same direction, not significant" if sign * mean > 0 else "other direction, not significant"
@@ -225,7 +234,8 @@ def fixed_looks(runs: SweepRuns, metric: str, claims: list[paper.Claim]) -> list
                      {s: v for s, v in runs.values(c.worse, metric).items() if s in own}) for c in claims]
     adjusted = holm([d.p for d in diffs])
     sign = -1 if contract.lower_is_better(metric) else 1
-    return [FixedLook(tuple(d.seeds), d.mean, p, fixed_verdict(d.mean, p, sign)) for d, p in zip(diffs, adjusted)]
+    return [FixedLook(tuple(d.seeds), d.mean, p, fixed_verdict(d.mean, p, sign, stated=c.stated))
+            for d, p, c in zip(diffs, adjusted, claims)]
 
 
 def interval_for(diff: Difference, alpha: float) -> Sequence:
@@ -251,6 +261,40 @@ class ClaimResult:
     power: float  # the power the current seeds have for the smallest effect
     trend: Trend | None = None
     fixed: FixedLook | None = None  # the fixed protocol at the spec's seeds, where seeds were added beyond them
+    differences: tuple[tuple[int, float], ...] = ()  # (seed, better - worse) of the common seeds, in seed order
+    signs: SignVerdict | None = None  # the distribution-free verdict: does one cell win in most seeds?
+    shape: ShapeCheck | None = None  # the Gaussian assumption, checked on the differences
+    left_out: tuple[tuple[int, str], ...] = ()  # (seed, the verdict without it) where leaving it out changes it
+
+    @property
+    def sign_word(self) -> str:
+        """The sign verdict in the claim's words: reproduced / reversed (a stated claim), higher / lower (a
+        comparison), or not resolved; '' without seeds."""
+        if self.signs is None:
+            return ""
+        result = self.signs.result
+        if result not in (SIGNS_ABOVE, SIGNS_BELOW):
+            return "not resolved"
+        if not self.claim.stated:
+            return "higher" if result == SIGNS_ABOVE else "lower"
+        return "reproduced" if (result == SIGNS_ABOVE) == (self.sign > 0) else "reversed"
+
+    def sign_text(self) -> str:
+        """'sign verdict **reproduced** in most seeds (12 of 14 seeds above, 2 below, 0 tied; e-value 57 >= 320 at
+        alpha 0.05/4)'."""
+        if self.signs is None:
+            return "sign verdict: no common seeds"
+        s, word = self.signs, self.sign_word
+        e = max(s.e_above, s.e_below)
+        found = f"**{word}** in most seeds" if word != "not resolved" else "**not resolved**"
+        return (f"sign verdict {found} ({s.counts_text()}; e-value {e:.3g}, {s.threshold:.3g} decides at alpha "
+                f"{ALPHA:g}/{self.claims})")
+
+    def left_out_text(self) -> str:
+        if not self.left_out:
+            return ""
+        each = ", ".join(f"without seed {seed} it reads {verdict}" for seed, verdict in self.left_out)
+        return f"**hangs on one seed**: {each}"
 
     @property
     def sign(self) -> int:
@@ -309,6 +353,12 @@ class ClaimResult:
         parts.append(self.power_text())
         if self.fixed is not None:
             parts.append(self.fixed.text())
+        if self.diff.method == "paired":
+            parts.append(self.sign_text())
+        if self.left_out:
+            parts.append(self.left_out_text())
+        if self.shape is not None and self.shape.fails:
+            parts.append(f"**assumption doubtful**: {self.shape.text()}")
         return "; ".join(parts)
 
     def record(self) -> dict:
@@ -335,31 +385,79 @@ class ClaimResult:
                 "power_now": _num(self.power),
                 "fixed_protocol": {"seeds": list(self.fixed.seeds), "mean_difference": _num(self.fixed.mean),
                                    "p_holm": _num(self.fixed.p_holm), "verdict": self.fixed.verdict}
-                if self.fixed is not None else None}
+                if self.fixed is not None else None,
+                "stated": self.claim.stated,
+                "per_seed_differences": {str(seed): d for seed, d in self.differences},
+                "sign_test": {**self.signs.record(), "verdict": self.sign_word} if self.signs is not None else None,
+                "shape": self.shape.record() if self.shape is not None else None,
+                "leave_one_out": [{"seed": seed, "verdict": v} for seed, v in self.left_out]}
 
 
 def judge_all(runs: SweepRuns, metric: str, history: pd.DataFrame | None = None,
-              claims: list[paper.Claim] | None = None) -> list[ClaimResult]:
+              claims: list[paper.Claim] | None = None, family: int | None = None) -> list[ClaimResult]:
     """Every claim of the sweep on `metric`: its anytime-valid interval at alpha / K (Bonferroni over the K claims,
-    a claim missing a cell included: the family is what the sweep set out to test), power, trend."""
+    a claim missing a cell included: the family is what the sweep set out to test), power, trend; beside it the
+    sign verdict at the same alpha / K, the shape of the differences and the seeds the verdict hangs on.
+    `family`: K where the family is larger than these claims (every score judged: claims x scores)."""
     claims = claims_for(runs) if claims is None else claims
-    diffs = [compare(runs.values(c.better, metric), runs.values(c.worse, metric)) for c in claims]
+    values = [(runs.values(c.better, metric), runs.values(c.worse, metric)) for c in claims]
+    diffs = [compare(a, b) for a, b in values]
     adjusted = holm([d.p for d in diffs])
-    k = len(claims)
+    k = family or len(claims)
     effect = load_effect_sizes().get(metric, math.nan)
     sign = -1 if contract.lower_is_better(metric) else 1
     added = any(s not in runs.seeds for s in runs.finished["seed"])  # --until-resolved went past the spec's seeds
     fixed = fixed_looks(runs, metric, claims) if added else [None] * k
     results = []
-    for claim, diff, p_holm, look in zip(claims, diffs, adjusted, fixed):
+    for claim, diff, p_holm, look, (a, b) in zip(claims, diffs, adjusted, fixed, values):
         interval = interval_for(diff, ALPHA / k)
         over = trend(history, claim.better, claim.worse, sign, ALPHA / k) if history is not None else None
-        results.append(ClaimResult(claim, metric, diff, p_holm, interval,
-                                   verdict(diff, interval, sign, effect, claim.stated), k,
+        found = verdict(diff, interval, sign, effect, claim.stated)
+        differences = tuple((seed, a[seed] - b[seed]) for seed in sorted(set(a) & set(b)))
+        d = [x for _, x in differences]
+        results.append(ClaimResult(claim, metric, diff, p_holm, interval, found, k,
                                    effect, seeds_needed(diff, diff.mean, ALPHA / k),
                                    seeds_needed(diff, effect, ALPHA / k), power_now(diff, effect, ALPHA / k), over,
-                                   look))
+                                   look, differences, sign_verdict(d, ALPHA / k) if d else None, check_shape(d),
+                                   leave_one_out(a, b, found, sign, effect, claim.stated, ALPHA / k)))
     return results
+
+
+def leave_one_out(a: dict[int, float], b: dict[int, float], found: str, sign: int, effect: float, stated: bool,
+                  alpha: float) -> tuple[tuple[int, str], ...]:
+    """(seed, verdict) for each common seed whose leaving out changes the mean verdict: a verdict that hangs on one
+    seed. A change is one of what the verdict settles (reproduced, reversed, negligible, higher, lower, or none of
+    them): an open claim that only leans the other way without a seed has not changed. Descriptive: it names the
+    seed to look at, it is not another test."""
+    common = sorted(set(a) & set(b))
+    if len(common) < 3:  # without one of 2 seeds there is no interval to read
+        return ()
+    changed = []
+    for seed in common:
+        diff = compare({s: v for s, v in a.items() if s != seed}, {s: v for s, v in b.items() if s != seed})
+        without = verdict(diff, interval_for(diff, alpha), sign, effect, stated)
+        if _settled(without) != _settled(found):
+            changed.append((seed, without))
+    return tuple(changed)
+
+
+def _settled(verdict_text: str) -> str:
+    return verdict_text if verdict_text in RESOLVED else "not resolved"
+
+
+def flagged_seeds(runs: SweepRuns, metrics: list[str]) -> list[Flag]:
+    """Every cell's seeds that the outlier rule (analysis/outliers.py, fixed before any result) flags, on each score."""
+    return [flag for metric in metrics for cell in runs.cells
+            for flag in flag_cell(cell, metric, runs.values(cell, metric), contract.lower_is_better(metric))]
+
+
+def every_score(runs: SweepRuns, headline: str, metrics: list[str]) -> list[ClaimResult]:
+    """The claims judged on each other logged score: a second family, Bonferroni over claims x scores at a
+    family-wise ALPHA of its own (the headline family keeps its alpha / K)."""
+    claims = claims_for(runs)
+    others = [m for m in metrics if m != headline and runs.finished[m].notna().any()]
+    family = len(claims) * len(others)
+    return [r for m in others for r in judge_all(runs, m, claims=claims, family=family)]
 
 
 def open_cells(results: list[ClaimResult]) -> set[str]:

@@ -13,23 +13,28 @@ import json
 import math
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from analysis import figures, paper
-from analysis.findings import ALPHA, ClaimResult, comparison_metric, judge_all, method_summary
+from analysis.findings import ALPHA, ClaimResult, comparison_metric, every_score, flagged_seeds, judge_all, method_summary
 from analysis.load import SCORES, SweepRuns, epoch_stamps, eval_history, load_sweep, loss_curves
+from analysis.outliers import RULE as OUTLIER_RULE
+from analysis.outliers import Flag, unchecked_text
 from analysis.provenance import Provenance, provenance
 from analysis.runs_file import EPOCHS_CSV, RUNS_CSV, read_runs, write_runs
 from analysis.sequential import METHOD, MIXTURE_PRECISION, tally
+from analysis.shape import RULE as SHAPE_RULE
+from analysis.signs import METHOD as SIGN_METHOD
 from analysis.stats import kendall_tau, t_interval
 from p2p import contract
 from p2p.errors import UserError
 
 __all__ = ["build_report", "comparison_metric", "score_table", "ReportDoc"]
 TRENDS_PNG = "findings_over_training.png"
+DIFFERENCES_PNG = "differences.png"
 
 
 def score_table(runs: SweepRuns) -> pd.DataFrame:
@@ -148,6 +153,9 @@ def build_report(sweep: str, scale: str | None = None, out_root: Path = Path("re
     scores = score_table(runs)
     compared, taus = paper_frame(runs)
     found = judge_all(runs, metric, eval_history(runs, metric))
+    logged = [m for m in SCORES if runs.finished[m].notna().any()]
+    others = every_score(runs, metric, logged)
+    flags = flagged_seeds(runs, logged)
     missing, failed = status_lines(runs)
     origin = provenance(runs, out_root, epoch_stamps(runs))
     if Path(runs_csv or "").resolve() != (out / RUNS_CSV).resolve():
@@ -157,6 +165,10 @@ def build_report(sweep: str, scale: str | None = None, out_root: Path = Path("re
     path = figures.scores_figure(runs.finished, runs.cells, SCORES, out / "scores.png")
     if path:
         images["Scores per cell"] = (path, "")
+    path = figures.differences_figure(found, out / DIFFERENCES_PNG,
+                                      frozenset((f.cell, f.seed) for f in flags if f.metric == metric))
+    if path:
+        images["Per-seed differences"] = (path, "")
     path = figures.trends_figure([(r.text, f"{r.claim.better} - {r.claim.worse}", r.trend) for r in found],
                                  out / TRENDS_PNG)
     if path:
@@ -173,7 +185,7 @@ def build_report(sweep: str, scale: str | None = None, out_root: Path = Path("re
         if path:
             images["Qualitative comparison"] = (path, "")
 
-    doc = ReportDoc(runs, metric, scores, compared, taus, found, missing, failed, images, origin)
+    doc = ReportDoc(runs, metric, scores, compared, taus, found, missing, failed, images, origin, others, flags)
     (out / "report.md").write_text(doc.markdown())
     (out / "report.html").write_text(doc.html())
     (out / "findings.json").write_text(json.dumps(doc.record(), indent=2) + "\n")
@@ -236,6 +248,8 @@ class ReportDoc:
     failed: list[str]
     images: dict[str, tuple[Path, str]]  # title -> (PNG, caption)
     origin: Provenance
+    others: list[ClaimResult] = field(default_factory=list)  # the claims on every other score: the second family
+    flags: list[Flag] = field(default_factory=list)  # seeds the outlier rule flags, on every score
     written: str = ""
 
     def __post_init__(self) -> None:
@@ -280,9 +294,45 @@ class ReportDoc:
             found_blocks.append(f"Epochs as in the figure *Findings over training*: {caption[0].lower()}{caption[1:]}")
         status: list = [self.missing and f"Missing ({len(self.missing)}): " + ", ".join(self.missing)
                         or "Missing: none — every cell has all its seeds.",
-                        ["Failed: " + line for line in self.failed] or ["Failed: none."]]
-        return [("Scores per cell", [self.scores]), (found_title, found_blocks), ("The paper beside us", paper_blocks),
-                ("Progress", status)]
+                        ["Failed: " + line for line in self.failed] or ["Failed: none."], *self.flag_blocks()]
+        sections = [("Scores per cell", [self.scores]), (found_title, found_blocks)]
+        if self.others:
+            sections.append(("Every score (a second family)", self.every_score_blocks()))
+        return sections + [("The paper beside us", paper_blocks), ("Progress", status)]
+
+    def flag_blocks(self) -> list:
+        """The Progress section's misbehaving seeds: each flagged (cell, seed, score, how far), and the cells too
+        small to check."""
+        unchecked = [t for t in (unchecked_text(c, n) for c, n in self.runs.seeds_per_cell().items()) if t]
+        head = (f"Misbehaving seeds (the rule, fixed before any result: {OUTLIER_RULE}): "
+                + (f"{len(self.flags)} flagged." if self.flags else "none flagged."))
+        blocks: list = [head]
+        if self.flags:
+            blocks.append([f"{f.cell} seed {f.seed}: {contract.label(f.metric)} "
+                           f"{f.value:.{contract.digits(f.metric)}f}, {f.why()}" for f in self.flags])
+        if unchecked:
+            blocks.append(["Not checked: " + t for t in unchecked])
+        return blocks
+
+    def every_score_blocks(self) -> list:
+        """Each claim on every other score: one table (verdict and difference per cell), and how it was judged."""
+        k = self.others[0].claims
+        metrics = list(dict.fromkeys(r.metric for r in self.others))
+        rows = []
+        for claim in dict.fromkeys(r.claim for r in self.others):
+            row = {"claim": f"{claim.better} vs {claim.worse}"}
+            for r in (r for r in self.others if r.claim == claim):
+                row[contract.label(r.metric)] = (f"{r.verdict} ({r.diff.mean:+.{contract.digits(r.metric)}f})"
+                                                 if r.verdict != "missing" else "missing")
+            rows.append(row)
+        scores = f"{len(metrics)} score{'s' if len(metrics) > 1 else ''}"
+        how = (f"The same claims on each other score the runs logged ({scores}), judged like the headline "
+               f"but as a family of their own: {k} tests (claims x scores), Bonferroni at a family-wise {ALPHA:g} "
+               f"(each at alpha {ALPHA:g}/{k} = {ALPHA / k:.3g}), so the headline's verdicts above keep their alpha. "
+               "The words read in each score's own direction (better = higher, or lower for LPIPS and L1); negligible "
+               "only where the score has a smallest effect of interest (`p2p/contract.py`). This says on which score "
+               "a part of pix2pix matters; the paper's claims are about FCN scores.")
+        return [how, pd.DataFrame(rows)]
 
     def record(self) -> dict:
         """findings.json: the claims and how they were judged, with where the numbers come from."""
@@ -297,7 +347,15 @@ class ReportDoc:
                 "intervals": "verdicts: anytime-valid intervals at alpha / K (anytime_valid); low/high: fixed-n 95% "
                              "t-intervals, descriptive", "power_alpha": ALPHA / k if k else None,
                 "over_training_images": self.images.get("Findings over training", (None, None))[1],
-                "provenance": self.origin.record(), "claims": [f.record() for f in self.found]}
+                "provenance": self.origin.record(), "claims": [f.record() for f in self.found],
+                "sign_test": {"method": SIGN_METHOD, "alpha": ALPHA / k if k else None,
+                              "reads": "does one cell score better in more than half of the seeds (ties count "
+                                       "against); anytime-valid, distribution-free"},
+                "shape_rule": SHAPE_RULE, "outlier_rule": OUTLIER_RULE,
+                "flagged_seeds": [f.record() for f in self.flags],
+                "every_score": {"tests": self.others[0].claims if self.others else 0, "family_wise_alpha": ALPHA,
+                                "correction": "bonferroni over claims x scores",
+                                "claims": [r.record() for r in self.others]}}
 
     def markdown(self) -> str:
         out = [f"# {self.runs.name}: what the ablation found", ""]
