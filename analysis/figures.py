@@ -163,12 +163,13 @@ def differences_figure(claims: list, path: Path, flagged: frozenset = frozenset(
         d = np.array([x for _, x in claim.differences])
         named = {seed for seed, _ in claim.left_out} | {
             seed for seed in seeds if (claim.claim.better, seed) in flagged or (claim.claim.worse, seed) in flagged}
-        ax.scatter(d, y + rng.uniform(-0.18, 0.18, len(d)), s=16, color="C0", alpha=0.65, zorder=3)
-        for seed, x in zip(seeds, d):
+        heights = y + rng.uniform(-0.18, 0.18, len(d))
+        ax.scatter(d, heights, s=16, color="C0", alpha=0.65, zorder=3)
+        for seed, x, height in zip(seeds, d, heights):
             if seed in named:
-                ax.annotate(f"seed {seed}", (x, y), xytext=(0, 9), textcoords="offset points", fontsize=7,
+                ax.annotate(f"seed {seed}", (x, height), xytext=(0, 7), textcoords="offset points", fontsize=7,
                             color="C3", ha="center")
-                ax.scatter([x], [y], s=40, facecolors="none", edgecolors="C3", zorder=4)
+                ax.scatter([x], [height], s=40, facecolors="none", edgecolors="C3", zorder=4)
         low, high = claim.interval.low, claim.interval.high
         if np.isfinite(low) and np.isfinite(high):
             ax.plot([low, high], [y, y], color="black", lw=2.5, zorder=2, solid_capstyle="butt")
