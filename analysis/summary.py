@@ -18,14 +18,14 @@ from p2p.errors import UserError
 
 COLUMNS = ["sweep", "claim", "verdict", "fixed protocol (spec's seeds)",
            "difference [fixed-n 95%]", "anytime-valid interval", "seeds", "seeds for 80% power",
-           "holds from epoch"]
+           "holds from epoch", "sign verdict (seeds)", "seeds that misbehave, shape"]
 
 
 def _number(x, digits: int) -> str:
     return "-" if x is None else f"{x:+.{digits}f}" if digits else str(x)
 
 
-def row(sweep: str, claim: dict) -> list[str]:
+def row(sweep: str, claim: dict, flags: list[dict] = ()) -> list[str]:
     digits = contract.digits(claim["metric"])
     mean, low, high = claim["mean_difference"], claim["low"], claim["high"]
     if mean is None:
@@ -40,7 +40,29 @@ def row(sweep: str, claim: dict) -> list[str]:
     need = claim["seeds_needed"]
     power = f"{need['observed']} / {need['smallest_effect']} (for {need['smallest_effect_size']:g})"
     return [sweep, claim["claim"], verdict(claim), fixed(claim), difference, anytime(claim, digits), seeds, power,
-            held(claim)]
+            held(claim), signs(claim), checks(claim, flags)]
+
+
+def signs(claim: dict) -> str:
+    """The sign verdict and its counts: 'reproduced (11 up, 3 down, 0 tied)'; '-' in a findings.json without it."""
+    test = claim.get("sign_test")
+    if not test:
+        return "-"
+    return f"{test['verdict']} ({test['above']} up, {test['below']} down, {test['ties']} tied)"
+
+
+def checks(claim: dict, flags: list[dict]) -> str:
+    """What to look at before trusting the mean verdict: the seed it hangs on, flagged seeds of its two cells on its
+    score, a failed shape check; 'none' when all is quiet, '-' in a findings.json without these checks."""
+    if "leave_one_out" not in claim:
+        return "-"
+    notes = [f"hangs on seed {x['seed']} ({x['verdict']} without it)" for x in claim["leave_one_out"]]
+    notes += [f"{f['cell']} seed {f['seed']} flagged ({f['side']} side)" for f in flags
+              if f["metric"] == claim["metric"] and f["cell"] in (claim["better"], claim["worse"])]
+    shape = claim.get("shape") or {}
+    if shape.get("fails"):
+        notes.append(f"not Gaussian-looking (skew {shape['skew']:+.1f}, Shapiro p {shape['shapiro_p']:.2g})")
+    return "; ".join(notes) or "none"
 
 
 def verdict(claim: dict) -> str:
@@ -99,7 +121,7 @@ def summary(folder: Path) -> str:
     for path in files:
         try:
             data = json.loads(path.read_text())
-            rows += [row(data["sweep"], claim) for claim in data["claims"]]
+            rows += [row(data["sweep"], claim, data.get("flagged_seeds", [])) for claim in data["claims"]]
             verdicts += [claim["verdict"] for claim in data["claims"] if "anytime_valid" in claim]
             fixed_only += sum("anytime_valid" not in claim for claim in data["claims"])
         except (ValueError, KeyError, TypeError) as exc:

@@ -120,10 +120,10 @@ def test_report_of_an_unfinished_sweep(mlflow_uri, tiny_overrides, tmp_path, dat
     assert f"FCN class IoU: Kendall's tau = {tau.statistic:+.2f} over 4 cells" in md
     assert "Missing (1): 286x286 seed 1" in md
     assert "Failed: 286x286 seed 1: FAILED — non-finite loss" in md
-    for name in ("scores.png", "findings_over_training.png", "training_curves.png", "samples.png"):
+    for name in ("scores.png", "differences.png", "findings_over_training.png", "training_curves.png", "samples.png"):
         assert (out / name).stat().st_size > 10_000
         assert f"]({name})" in md
-    assert html.count("src='data:image/png;base64,") == 4 and "src='http" not in html
+    assert html.count("src='data:image/png;base64,") == 5 and "src='http" not in html
     assert "<b>same direction, not resolved</b>" in html
     logged = {a.path for a in tracking.client().list_artifacts(parent.run_id, "report")}
     assert {"report/report.html", "report/report.md", "report/scores.png", "report/findings.json"} <= logged
@@ -141,7 +141,7 @@ def test_report_of_an_unfinished_sweep(mlflow_uri, tiny_overrides, tmp_path, dat
     assert (f"| patchsize | 70x70 scores above 1x1 on FCN class IoU | same direction, not resolved | reproduced "
             f"(Holm p {found[0].p_holm:.2g}) | +0.123 "
             f"[{ci.low:.3f}, {ci.high:.3f}] | unbounded (alpha 0.0125; needs 4 seeds) | 3 (paired) | "
-            f"{found[0].observed.n} / {need} (for 0.01) | - |") in table
+            f"{found[0].observed.n} / {need} (for 0.01) | - | not resolved (3 up, 0 down, 0 tied) | none |") in table
     assert len(table.strip().splitlines()) == 2 + 4 + 2  # header, 4 claims, a blank line and the verdicts counted
     assert table.strip().endswith("Sequential verdicts: 0 reproduced, 0 reversed, 0 negligible, 4 not resolved of 4 "
                                   "claims.")
