@@ -4,12 +4,12 @@ The mean verdict (analysis/sequential.py) assumes Gaussian differences. Under sk
 verdicts run well above alpha (docs/verdicts.md, "When the seeds misbehave"). A fixed rule, chosen before any
 result was looked at: the check fails when the Shapiro-Wilk test rejects normality at SHAPIRO_P = 0.05 (3 seeds
 or more), or when the sample skewness is beyond +-SKEW_LIMIT = 1 with SKEW_MIN_SEEDS = 8 seeds or more (below 8
-the skewness of even Gaussian samples is too variable to read). With fewer than
-3 differences there is nothing to check. A failed check does not change the verdict; it says to read the sign
+the skewness of even Gaussian samples is too variable to read). With fewer than 3 differences there is nothing
+to check. A failed check does not change the verdict; it says to read the sign
 verdict (analysis/signs.py), which assumes nothing about the shape, beside it.
 
-With few seeds the check is weak both ways (tests/test_shape_rates.py measures it). It misses: a lognormal sigma
-1 shape fails it in about 75% of claims at 10 seeds (almost all at 30), a 5% collapse in about half. And it
+With few seeds the check is weak both ways (tests/test_shape_rates.py measures it). It misses some: a lognormal
+sigma 1 shape fails it in about 75% of claims at 10 seeds (almost all at 30), a 5% collapse in about half. And it
 cries wolf: with 8 to 10 seeds the skew rule fires on 10-15% of Gaussian claims by chance (the skewness of 8
 Gaussian values has an sd of about 0.75), so Gaussian claims fail the check 16-18% of the time there, 8% at
 20 seeds and 5% at 30. A failed check is a prompt to read the sign verdict, not evidence of a problem.

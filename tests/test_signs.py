@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from scipy import integrate
+from scipy import integrate, stats
 
 from analysis.misbehaving import BY_NAME, exact_sign_rate, sign_verdict_given
 from analysis.signs import ABOVE, BELOW, OPEN, e_table, seeds_to_resolve, sign_e_values, sign_verdict
@@ -121,3 +121,23 @@ def test_a_clear_majority_is_found_so_the_error_test_could_fail():
         assert exact_sign_rate(LOOKS, alpha, 0.8) == pytest.approx(exact, abs=0.001)
     # ... and never 'below' (a false verdict the other way): that needs a majority of the 20% below.
     assert (sign_e_values((x < 0).astype(int)) >= 40).any(axis=1).mean() < 0.001
+    # What it costs on Gaussian seeds, where the mean verdict is the right tool: a shift of one sd (84% of seeds
+    # above) is resolved by 30 seeds in 89% of claims (the mean verdict: 96%, tests/test_sequential.py).
+    assert exact_sign_rate(LOOKS, 0.05, stats.norm.cdf(1.0)) == pytest.approx(0.887, abs=0.001)
+
+
+def test_it_answers_a_different_question_from_the_mean_verdict():
+    # Mean 0 is not median 0. Lognormal (sigma 1) differences centred at mean 0 put 31% of seeds above 0
+    # (P(Z > 0.5)): the typical seed is worse, and the sign verdict says 'below' by 30 seeds in 27% of claims at
+    # 0.05, rightly about the majority. A 10% collapse centred at mean 0 puts 76% of seeds above 0 (0.9 P(Z > -1)):
+    # 'above' in 54%. The mean verdict reads the mean; where they disagree, the seeds are skewed or collapsing.
+    p_lognormal, p_collapse = 1 - stats.norm.cdf(0.5), 0.9 * stats.norm.cdf(1.0)
+    assert exact_sign_rate(LOOKS, 0.05, p_lognormal) == pytest.approx(0.269, abs=0.001)
+    assert exact_sign_rate(LOOKS, 0.05, p_collapse) == pytest.approx(0.542, abs=0.001)
+    rng = np.random.default_rng(2916)
+    x = BY_NAME["lognormal, sigma 1"].sample(rng, (CLAIMS, LOOKS), "mean")
+    below = (sign_e_values((x < 0).astype(int)) >= 40).any(axis=1).mean()
+    assert below == pytest.approx(0.269, abs=0.013)  # 4 standard errors
+    x = BY_NAME["10% collapse"].sample(rng, (CLAIMS, LOOKS), "mean")
+    above = (sign_e_values((x > 0).astype(int)) >= 40).any(axis=1).mean()
+    assert above == pytest.approx(0.542, abs=0.014)
