@@ -305,7 +305,9 @@ class TrainingState:
         self.dropout = streams.generator(cfg.seed, streams.DROPOUT, device)  # G's dropout masks, a stream of its own
         set_dropout_generator(self.G, self.dropout)
         self.sums = LossSums(self.losses, device)
-        self.stepper = step.make_stepper(self)
+        self.stepper = step.make_stepper(step.StepParts(self.G_run, self.D_run, self.opt_G, self.opt_D,
+                                                        step.StepSettings.of(cfg), self.pool, self.dropout,
+                                                        self.tricks, self.sums, device), self.graphed)
         self.total_epochs = cfg.optim.total_epochs
         self.epoch = self.saved_epoch = 0  # epochs done; the newest one on disk (what a stop leaves to resume from)
         self.run_id: str | None = None
@@ -319,10 +321,6 @@ class TrainingState:
     def losses(self) -> tuple[contract.Loss, ...]:
         """The losses this run logs: D's (and G's adversarial one) only where there is a D."""
         return tuple(loss for loss in contract.LOSSES if self.D is not None or not loss.needs_discriminator)
-
-    def device_generators(self) -> tuple[torch.Generator, ...]:
-        """The generators a step draws from on the device: G's dropout and the tricks' (a CUDA graph registers them)."""
-        return (self.dropout, *self.tricks.on_device())
 
     def scoring_due(self) -> bool:
         return self.cfg.eval.due(self.epoch, self.total_epochs)

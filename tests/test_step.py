@@ -29,7 +29,7 @@ def graph_optimisers(monkeypatch):
     run the step eagerly; returns a switch back to the plain path."""
     def on(flag: bool) -> None:
         monkeypatch.setattr(step, "use_cuda_graph", lambda cfg, device: flag)
-        monkeypatch.setattr(step, "make_stepper", step.EagerStepper)
+        monkeypatch.setattr(step, "make_stepper", lambda parts, graphed: step.EagerStepper(parts))
     on(True)
     return on
 
@@ -125,7 +125,7 @@ def test_the_graph_stepper_captures_once_and_trains_as_the_eager_step(tiny_overr
     batch is copied into the static buffers and each step's noise std into its tensor before the replay, so the
     run trains as the eager step (to fp32 tolerance: the capturable optimiser)."""
     graphs = GraphsOnTheCpu()
-    monkeypatch.setattr(step, "make_stepper", lambda state: step.CudaGraphStepper(state, graphs))
+    monkeypatch.setattr(step, "make_stepper", lambda parts, graphed: step.CudaGraphStepper(parts, graphs))
     cfg = facades_config({**tiny_overrides, **TWO_EPOCHS, "optim.epochs": 2, "optim.batch_size": 3,
                           "data.max_images": 7})
     graph_losses = LossTracker()
@@ -139,7 +139,7 @@ def test_packed_graph_steppers_train_as_their_solo_runs(tiny_overrides, tmp_path
     step (a stepper or capture crossing runs would train one seed on the other's state), so each ends
     bit-identical to its solo run through the same stepper. (The CPU runs each replay before the next, so what
     streams would race on, buffers shared between pack-mates, is for tests/test_cuda.py.)"""
-    monkeypatch.setattr(step, "make_stepper", lambda state: step.CudaGraphStepper(state, GraphsOnTheCpu()))
+    monkeypatch.setattr(step, "make_stepper", lambda parts, graphed: step.CudaGraphStepper(parts, GraphsOnTheCpu()))
     configs = [facades_config({**tiny_overrides, **TWO_EPOCHS, "data.max_images": 5, "seed": seed}) for seed in (0, 1)]
     solo = [train(cfg, run_dir=tmp_path / f"solo{seed}", progress=False) for seed, cfg in enumerate(configs)]
     packed = train_together([RunRequest(cfg, None, tmp_path / f"packed{seed}") for seed, cfg in enumerate(configs)],
