@@ -30,6 +30,7 @@ from p2p.errors import UserError
 from p2p.models import create_discriminator, create_generator
 from p2p.models.layers import set_dropout_generator
 from p2p.names import inside
+from p2p.optimizers import make_optimizer, make_schedule, set_optimizer_form
 from p2p.step import LossSums, TrainingFault
 from p2p.tracker import FINISHED, RUNNING, NullTracker, Tracker, TrackingError
 
@@ -65,11 +66,6 @@ class RunRequest:
     parent_run_id: str | None = None
     on_epoch: Callable[[int, dict[str, float]], None] | None = None
     run_name: str | None = None
-
-
-def lr_factor(epoch: int, epochs: int, decay_epochs: int) -> float:
-    """Constant for `epochs`, then linear decay towards 0 over `decay_epochs` (the reference's rule)."""
-    return 1.0 - max(0, epoch + 1 - epochs) / float(decay_epochs + 1)
 
 
 def train(cfg: RunConfig, *, tracker: Tracker | None = None, run_dir: Path | None = None, resume: bool = False,
@@ -417,44 +413,6 @@ def _to_device(a: torch.Tensor, b: torch.Tensor, device: torch.device, cfg: RunC
     if device.type == "cuda":  # from pageable memory the copy first waits for the GPU's queue (the step before)
         a, b = a.pin_memory(), b.pin_memory()  # from pinned memory it is queued and the host runs ahead
     return (a.to(device, non_blocking=True, memory_format=fmt), b.to(device, non_blocking=True, memory_format=fmt))
-
-
-def make_optimizer(net: nn.Module, cfg: RunConfig, device: torch.device, capturable: bool = False) -> torch.optim.Optimizer:
-    """Adam. The fused kernel (one launch for all parameters) exists on CPU and CUDA; deterministic mode keeps
-    the plain for-each path, whose arithmetic order is fixed. `capturable` (a CUDA graph replays the step): the
-    learning rate is a tensor on the device that the schedule fills in place, so nothing is captured again."""
-    fused = not cfg.runtime.deterministic
-    return torch.optim.Adam(net.parameters(), lr=learning_rate(cfg.optim.lr, capturable, device),
-                            betas=(cfg.optim.beta1, cfg.optim.beta2),
-                            fused=fused or None, foreach=None if fused else True, capturable=capturable)
-
-
-def make_schedule(opt: torch.optim.Optimizer, cfg: RunConfig) -> torch.optim.lr_scheduler.LambdaLR:
-    """`lr_factor` times the config's rate, a number, written into the optimiser each epoch (a capturable
-    optimiser's tensor is filled in place, so the CUDA graph reading it needs no recapture)."""
-    for group in opt.param_groups:
-        group["initial_lr"] = cfg.optim.lr
-    return torch.optim.lr_scheduler.LambdaLR(opt, lambda e: lr_factor(e, cfg.optim.epochs, cfg.optim.decay_epochs))
-
-
-def learning_rate(value: float, capturable: bool, device: torch.device) -> float | torch.Tensor:
-    """A capturable optimiser's rate is a tensor on the device (the graph reads it; the schedule fills it in
-    place), a plain one's a number."""
-    return torch.tensor(value, device=device) if capturable else value
-
-
-def set_optimizer_form(opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LambdaLR, capturable: bool,
-                       device: torch.device) -> None:
-    """After loading a checkpoint, give the optimiser this run's form, whichever form saved it: capturable or
-    plain, its rate recomputed from the schedule (a graphed run's was a float32); the step counts where the
-    kernel reads them (the device for fused or capturable Adam, else the host)."""
-    for group, base, rule in zip(opt.param_groups, sched.base_lrs, sched.lr_lambdas):
-        group["capturable"] = capturable
-        group["lr"] = learning_rate(base * rule(sched.last_epoch), capturable, device)
-        on_device = capturable or bool(group.get("fused"))
-        for p in group["params"]:
-            if "step" in opt.state.get(p, {}):
-                opt.state[p]["step"] = opt.state[p]["step"].to(device if on_device else torch.device("cpu"), torch.float32)
 
 
 def score(state: TrainingState, tracker: Tracker, run_dir: Path) -> dict[str, float]:

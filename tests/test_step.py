@@ -2,10 +2,10 @@
 
 A graphed run (`runtime.cuda_graph`) cannot capture a learning rate that the host changes each epoch, so its
 Adam is capturable with the learning rate a tensor on the device that the schedule fills in place
-(`trainer.make_optimizer`, `trainer.set_optimizer_form` after a resume). Fused Adam takes that form on the CPU too, so here
-the graph's optimisers run under the eager step: they must train as the plain ones (to fp32 tolerance), across the
-schedule's decay and across resumes from one kind of checkpoint into the other. The graph itself needs CUDA
-(tests/test_cuda.py).
+(`optimizers.make_optimizer`, `optimizers.set_optimizer_form` after a resume). Fused Adam takes that form on the
+CPU too, so here the graph's optimisers run under the eager step: they must train as the plain ones (to fp32
+tolerance), across the schedule's decay and across resumes from one kind of checkpoint into the other. The graph
+itself needs CUDA (tests/test_cuda.py).
 """
 
 from __future__ import annotations
