@@ -71,7 +71,7 @@ def build_step(setting: Setting, variant: str, device_name: str, seed: int = 0, 
     from p2p.config import load_config
     from p2p.models import create_discriminator, create_generator
     from p2p.step import set_requires_grad
-    from p2p.trainer import TrainingState
+    from p2p.training_state import TrainingState
 
     v = VARIANTS[variant]
     device = torch.device(device_name)

@@ -14,7 +14,9 @@ import pytest
 import torch
 
 from p2p import checkpoint, step
-from p2p.trainer import RunRequest, StopTraining, train, train_together
+from p2p.lifecycle import RunRequest, StopTraining
+from p2p.packing import train_together
+from p2p.trainer import train
 from tests.helpers import facades_config
 from tests.test_cuda import FP32, LossTracker
 

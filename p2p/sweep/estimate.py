@@ -122,7 +122,7 @@ def measure_step_seconds(cfg: RunConfig, threads: int) -> float:
 
     from p2p import runtime, step
     from p2p.models import channels
-    from p2p.trainer import TrainingState
+    from p2p.training_state import TrainingState
 
     torch.set_num_threads(max(1, threads))
     device = runtime.select_device(cfg.runtime)
