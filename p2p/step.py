@@ -28,6 +28,9 @@ from p2p.errors import UserError
 # `runtime.cuda_graph: auto` means eager: a path never run on a GPU is not a default.
 GRAPH_VERIFIED_ON_GPU = False
 WARMUP_STEPS = 3  # eager steps before the capture: allocations, cuDNN's choices, the optimisers' state
+# Steps until a graphed stepper has captured its graph (the warm-up, then the step that captures and replays it):
+# what a caller timing the step runs first, so that every step it times is a replay.
+STEPS_TO_CAPTURE = WARMUP_STEPS + 1
 
 
 class TrainingFault(RuntimeError):
