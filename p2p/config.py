@@ -177,8 +177,8 @@ class RuntimeConfig:
     deterministic: bool = False
     out_dir: str = "runs"
     log_every: int = entry(50, ge=1)  # steps between loss checks (the only host syncs in an epoch)
-    # the training step as one CUDA graph (p2p.step): auto = on for CUDA wherever the config allows it, once
-    # verified on a GPU; false = eager; true = on (an error where the config cannot be captured)
+    # the training step as one CUDA graph (p2p.step): auto = on for CUDA wherever the config allows it, if
+    # p2p.step.GRAPH_VERIFIED_ON_GPU; false = eager; true = on (an error where the config cannot be captured)
     cuda_graph: Literal["auto", True, False] = "auto"
     compile: bool = False  # torch.compile G and D (inductor's fused kernels; inside the graph when there is one)
     channels_last: bool = False

@@ -24,8 +24,9 @@ from p2p.config import LossConfig, RunConfig, TricksConfig
 from p2p.contract import D_FAKE, D_REAL, G_GAN, G_L1
 from p2p.errors import UserError
 
-# Whether the graph path has passed its CUDA tests on a real GPU (tests/test_cuda.py). Until it has,
-# `runtime.cuda_graph: auto` means eager: a path never run on a GPU is not a default.
+# Whether the graph path has passed its GPU checks (benchmarks/gpu_check.sh: tests/test_cuda.py on a real GPU).
+# The one statement of that state: while it is False, `runtime.cuda_graph: auto` means eager (a path never run on
+# a GPU is not a default), and the texts that mention it point here or to docs/speed.md's "Status".
 GRAPH_VERIFIED_ON_GPU = False
 WARMUP_STEPS = 3  # eager steps before the capture: allocations, cuDNN's choices, the optimisers' state
 # Steps until a graphed stepper has captured its graph (the warm-up, then the step that captures and replays it):
@@ -258,7 +259,7 @@ _said: set[str] = set()
 
 def use_cuda_graph(cfg: RunConfig, device: torch.device) -> bool:
     """`runtime.cuda_graph`: true (an error where the config cannot be captured), false, or auto: on for CUDA
-    wherever the config allows it, once the graph path has been verified on a GPU; off on the CPU."""
+    wherever the config allows it where `GRAPH_VERIFIED_ON_GPU`; off on the CPU."""
     setting, refusal = cfg.runtime.cuda_graph, graph_refusal(cfg, device)
     if setting is True:
         if refusal is not None:

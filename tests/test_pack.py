@@ -127,8 +127,8 @@ def test_a_packed_sweep_survives_a_kill_and_matches_the_unpacked_one(tmp_path, d
 
 
 def test_workers_per_gpu_and_pack_defaults(monkeypatch):
-    """Auto: one worker per core on a CPU; on CUDA --per-gpu per GPU (auto 1 until verified on a GPU), the cores
-    shared among them; never more workers than trials. --pack auto is 1 on both until measured to pay."""
+    """Auto: one worker per core on a CPU; on CUDA --per-gpu per GPU (auto: AUTO_PER_GPU), the cores shared among
+    them; never more workers than trials. --pack auto is AUTO_PACK for the device (docs/speed.md, "Status")."""
     from p2p.sweep import driver
 
     monkeypatch.setattr(driver.os, "cpu_count", lambda: 16)
