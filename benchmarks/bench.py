@@ -19,6 +19,10 @@ benchmarks.throughput's; the settings, variants and the step they time are bench
 On CUDA each step's row also counts its kernels and the GPU's busy share (torch.profiler).
 
 Results go to `reports/bench/bench-<time>.json` (and `latest.json`, `latest.md`).
+
+Longer than the project's ~350 lines a module: it is one command's driver together with the measurements its
+subprocesses run (each child re-enters this module by its arguments) and the report they make; what could stand
+apart already does (benchmarks.steps, benchmarks.throughput). The data part (`measure_data*`) is the next to go.
 """
 
 from __future__ import annotations

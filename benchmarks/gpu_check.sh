@@ -1,25 +1,28 @@
 #!/usr/bin/env bash
-# The GPU checks of the graph and packing paths, in one call of a GPU session (docs/speed.md, "The GPU path").
+# Verifies the GPU path on a CUDA machine (docs/speed.md, "Running the GPU checks on a CUDA machine"):
+# tests/test_cuda.py, failing if any test is skipped (the graph against the eager step, determinism, resume,
+# compile, packs on streams), then `make bench`'s GPU rows at the paper setting: one step per variant, the sweep
+# view, real epochs. Its verdict decides p2p.step.GRAPH_VERIFIED_ON_GPU and AUTO_PACK["cuda"] (docs/speed.md).
 #
-#   here, on the CPU machine, once:   bash benchmarks/gpu_check.sh prepare
-#   on the GPU machine (OUT set):     bash benchmarks/gpu_check.sh            carry: .gpu, .whl
+#   with the project installed and ../shared (or P2P_SHARED) beside it:   OUT=dir bash benchmarks/gpu_check.sh
+#   for a GPU machine with only PyTorch:   bash benchmarks/gpu_check.sh prepare   (where the project is installed),
+#                                          then OUT=dir bash benchmarks/gpu_check.sh there, with .gpu/ and .whl/
 #
-# What travels, and why `prepare` is needed:
-# - tests/test_cuda.py itself uses neither mlflow nor optuna, but it imports tests.helpers (and pytest loads
-#   tests/conftest.py, which imports it too), and tests.helpers imports p2p.tracking (mlflow, sqlalchemy)
-#   and p2p.sweep.study (optuna). The GPU image has neither: they travel as wheels in .whl
-#   (/work/.library/device/README.md, "a Python package missing there"), the client mlflow-skinny standing
-#   in for mlflow (same version; no UI, a few MB instead of ~30), all for its Python 3.12 (22 distributions,
-#   read from what importing the tests loads here; see `names` below).
-# - its tests ask for the lab's shared data (facades), which sits beside the checkout (../shared) and does
-#   not travel: without it every CUDA test would be *skipped* ("shared data absent") and pytest would still
-#   pass. `prepare` copies facades into .gpu/shared, with an empty stand-in for the VGG weights file that
-#   tests.helpers.shared_present() looks for (test_cuda.py scores SSIM, PSNR and L1 only: nothing reads it),
-#   and this script fails if any test was skipped.
+# What it needs beside the repository:
+# - the facades dataset. Without it every CUDA test would be *skipped* ("shared data absent") and pytest would
+#   still pass, so this script fails on any skip. `prepare` copies facades into .gpu/shared, with an empty
+#   stand-in for the VGG weights file that tests.helpers.shared_present() looks for (test_cuda.py scores SSIM,
+#   PSNR and L1 only: nothing reads it).
+# - the Python packages the tests import. tests/test_cuda.py itself uses neither mlflow nor optuna, but pytest
+#   loads tests/conftest.py, which imports tests.helpers, which imports p2p.tracking (mlflow, sqlalchemy) and
+#   p2p.sweep.study (optuna). An image with only PyTorch, torchvision, NumPy, Pillow and pytest lacks them:
+#   `prepare` downloads them as wheels into .whl for Python 3.12 on x86-64 Linux (`names` below: the client
+#   mlflow-skinny standing in for mlflow, same version, a few MB instead of ~30), and this script installs them
+#   into /tmp/site when .whl holds any.
 # Both folders are listed in .git/info/exclude, so that they are never committed.
 #
-# On the GPU machine everything runs under `timeout`; the four parts together stay under 9 minutes, and
-# each writes its log (and the bench parts their JSON report) to $OUT as it goes: 8 files at most.
+# Everything runs under `timeout`; the four parts together stay under 9 minutes, and each writes its log (and the
+# bench parts their JSON report) to $OUT as it goes: 8 files at most.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,9 +35,9 @@ if [[ "${1:-}" == "prepare" ]]; then
     rm -rf .gpu && mkdir -p .gpu/shared/data .gpu/shared/weights
     cp -r "$shared/data/facades" .gpu/shared/data/
     : >.gpu/shared/weights/vgg16-features-imagenet.pth  # a stand-in: see above
-    # The distributions whose modules `import tests.conftest, tests.test_cuda, benchmarks.throughput` loads here
-    # and that the GPU image lacks (KINDS.md's package list, 2026-11-17), at the versions in .venv (the lock's).
-    # mlflow-skinny holds the `mlflow` package's client, all that p2p.tracking imports.
+    # The distributions whose modules `import tests.conftest, tests.test_cuda, benchmarks.throughput` loads beyond
+    # PyTorch, torchvision, NumPy, Pillow and pytest, at the versions in .venv (the lock's). mlflow-skinny holds
+    # the `mlflow` package's client, all that p2p.tracking imports.
     names=(mlflow-skinny mlflow-tracing optuna sqlalchemy sqlparse colorlog databricks-sdk google-auth cachetools
            opentelemetry-api opentelemetry-sdk opentelemetry-proto opentelemetry-semantic-conventions importlib-metadata
            pydantic pydantic-core annotated-types typing-inspection fastapi starlette sniffio pysocks)
@@ -51,13 +54,22 @@ if [[ "${1:-}" == "prepare" ]]; then
             -d .whl "$pin" || echo "gpu_check prepare: no wheel for $pin" >&2
     done
     du -sh .gpu .whl
-    echo "carry: .gpu .whl (the two together must stay under 64 MiB with the working tree)"
+    echo "take .gpu and .whl to the GPU machine, beside the checkout"
     exit 0
 fi
 
 : "${OUT:?set OUT: the folder the logs and reports go to}"
-[[ -d .gpu/shared ]] || { echo "gpu_check: no .gpu/shared: run 'bash benchmarks/gpu_check.sh prepare' here first" >&2; exit 2; }
-export PYTHONUNBUFFERED=1 P2P_SHARED=$PWD/.gpu/shared P2P_DATA_ROOT=$PWD/.gpu/shared/data
+mkdir -p "$OUT"
+if [[ -z "${P2P_SHARED:-}" ]]; then  # the data `prepare` copied, else the shared folder beside the checkout
+    if [[ -d .gpu/shared ]]; then P2P_SHARED=$PWD/.gpu/shared; elif [[ -d ../shared/data/facades ]]; then P2P_SHARED=$(cd ../shared && pwd); fi
+fi
+[[ -d "${P2P_SHARED:-}/data/facades" ]] || {
+    echo "gpu_check: no facades: set P2P_SHARED, put the shared data at ../shared, or run 'bash benchmarks/gpu_check.sh prepare' first" >&2
+    exit 2
+}
+export PYTHONUNBUFFERED=1 P2P_SHARED P2P_DATA_ROOT=$P2P_SHARED/data
+python=python3
+[[ -x .venv/bin/python ]] && python=.venv/bin/python  # the project's environment where it is installed here
 if compgen -G ".whl/*.whl" >/dev/null; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
         && export PYTHONPATH=/tmp/site || exit 2
@@ -67,7 +79,7 @@ summary=$OUT/summary.md
 { echo "# gpu_check at $(git rev-parse --short HEAD 2>/dev/null || echo '?')"; nvidia-smi -L; } >"$summary"
 
 # 1. The CUDA tests: graph vs eager, determinism, resume, compile, packs on streams (~2 min). None may skip.
-timeout 140 python3 -m pytest -q -rs -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/test_cuda.log"
+timeout 140 "$python" -m pytest -q -rs -p no:cacheprovider tests/test_cuda.py 2>&1 | tee "$OUT/test_cuda.log"
 status=${PIPESTATUS[0]}
 if [[ $status -ne 0 ]] || grep -q "SKIPPED" "$OUT/test_cuda.log"; then failed+=("tests/test_cuda.py"); fi
 
@@ -75,7 +87,7 @@ if [[ $status -ne 0 ]] || grep -q "SKIPPED" "$OUT/test_cuda.log"; then failed+=(
 bench() {  # bench PART SECONDS ARGS...
     local part=$1 seconds=$2
     shift 2
-    timeout "$seconds" python3 -m benchmarks.bench --devices cuda --settings paper --out "/tmp/gpu_check-$part" "$@" \
+    timeout "$seconds" "$python" -m benchmarks.bench --devices cuda --settings paper --out "/tmp/gpu_check-$part" "$@" \
         2>&1 | tee "$OUT/$part.log"
     if [[ ${PIPESTATUS[0]} -ne 0 ]]; then failed+=("bench $part"); fi
     if [[ -f /tmp/gpu_check-$part/latest.json ]]; then

@@ -71,7 +71,7 @@ def build_step(setting: Setting, variant: str, device_name: str, seed: int = 0, 
     from p2p.config import load_config
     from p2p.models import create_discriminator, create_generator
     from p2p.step import set_requires_grad
-    from p2p.trainer import TrainingState
+    from p2p.training_state import TrainingState
 
     v = VARIANTS[variant]
     device = torch.device(device_name)
@@ -119,14 +119,20 @@ def synchronizer(device_name: str) -> Step:
     return torch.cuda.synchronize if device_name.startswith("cuda") else (lambda: None)
 
 
+EAGER_WARMUP_STEPS = 3  # at most, untimed (compilation, the allocator, cuDNN's choices); fewer for a slow variant
+# A graphed variant's untimed steps go past its capture (p2p.step.STEPS_TO_CAPTURE, which ends with the capture's
+# own replay) by this many replays, as an eager variant's go past its first step: no timed step is a first run.
+REPLAYS_BEFORE_TIMING = 1
+
+
 def warm_up(step: Step, sync: Step, variant: str, budget_s: float) -> float:
     """Warm-up steps (compilation, the allocator, a graph's capture); fewer for a slow eager variant.
-    A graphed variant always reaches its capture (p2p.step.WARMUP_STEPS eager steps first). Returns seconds."""
-    from p2p.step import WARMUP_STEPS
+    A graphed variant always reaches its capture, and replays it before it is timed. Returns seconds."""
+    from p2p.step import STEPS_TO_CAPTURE
 
     graph = VARIANTS[variant]["graph"]
     start = time.perf_counter()
-    for _ in range(WARMUP_STEPS + 2 if graph else 3):
+    for _ in range(STEPS_TO_CAPTURE + REPLAYS_BEFORE_TIMING if graph else EAGER_WARMUP_STEPS):
         step()
         sync()
         if not graph and time.perf_counter() - start > budget_s / 3:

@@ -4,7 +4,7 @@ A sweep trains many trials; what sets its wall time is the device's aggregate ra
 time. Trials share a device in two ways, each measured at 1, 2, 4, 8 trials:
 - processes: P workers, as `p2p sweep --workers P` starts them (on the CPU each with its share of the
   cores, as the sweep gives them);
-- packs: one process stepping K trials in turn, as `p2p sweep --pack K` does (p2p.trainer.train_together:
+- packs: one process stepping K trials in turn, as `p2p sweep --pack K` does (p2p.packing.train_together:
   on CUDA each trial on a stream of its own, so that the GPU overlaps them), with and without the graph.
 On the CPU also P processes of K each, which is what `--pack K` does there with the default workers.
 Every process warms up (compilation, a graph's capture) and then waits; all start timing together, so

@@ -1,4 +1,5 @@
-"""Checkpoints: written atomically, so a kill mid-write leaves the previous one intact.
+"""The files a run writes, its checkpoint and its generator: written atomically, so a kill mid-write leaves the
+previous one intact.
 
 Every file holds tensors and plain Python values only (RNG states included), and is read
 with `weights_only=True`: a file that would need unpickling is refused, never executed.
@@ -16,6 +17,7 @@ import torch
 import torch.utils.serialization
 
 from p2p import contract
+from p2p.config import RunConfig, to_dict
 from p2p.errors import UserError
 
 CHECKPOINT, GENERATOR = contract.CHECKPOINT_FILE, contract.GENERATOR_FILE
@@ -127,3 +129,33 @@ def load(path: str | Path) -> dict:
         raise UserError(f"{path}: checkpoint format {state.get('format', 1)}, this p2p reads format {FORMAT} "
                         "(train it again with this version)")
     return state
+
+
+def write_checkpoint(state: dict, run_dir: Path, epoch: int, saved_epoch: int) -> None:
+    """Epoch `epoch`'s checkpoint written whole or not at all (on the run's writer thread); a full disk leaves the
+    previous one (epoch `saved_epoch`) intact, the partial file removed, and says so."""
+    try:
+        save_atomic(state, run_dir / contract.CHECKPOINT_FILE)
+    except OSError as exc:
+        raise CheckpointError(
+            f"{run_dir / contract.CHECKPOINT_FILE}: cannot write the checkpoint of epoch {epoch} "
+            f"({exc.strerror or exc}); {kept(run_dir, saved_epoch, 'once there is room')}") from None
+
+
+def export_generator(run_dir: Path, cfg: RunConfig, G: torch.nn.Module) -> Path:
+    """The final generator with its config: what `p2p translate` and `p2p eval` read."""
+    path = run_dir / contract.GENERATOR_FILE
+    try:
+        save_atomic({"format": FORMAT, "config": to_dict(cfg), "generator": G.state_dict()}, path)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot write the generator ({exc.strerror or exc}); the final "
+                              f"checkpoint is kept: --resume writes it once there is room") from None
+    return path
+
+
+def kept(run_dir: Path | None, epoch: int, when: str) -> str:
+    """What a stopped run leaves to resume from, and how (said where it stops)."""
+    if epoch < 1 or run_dir is None:
+        return "no epoch had been saved yet"
+    return (f"the checkpoint of epoch {epoch} is kept in {run_dir}: continue with `p2p train CONFIG --resume "
+            f"{run_dir}` {when}")

@@ -45,6 +45,11 @@ class DataConfig:
     # other image is an error naming the file. false: split any even width in two and resize each half.
     square_halves: bool = True
 
+    @property
+    def in_channels(self) -> int:
+        """The input's channels: 1 (grayscale) for colorization, else 3 (the data and the networks read this)."""
+        return 1 if self.task == "colorization" else 3
+
     def check(self) -> None:
         if self.load_size < self.crop_size:
             raise Invalid("load_size", f"an integer >= data.crop_size ({self.crop_size})", self.load_size)
@@ -172,8 +177,8 @@ class RuntimeConfig:
     deterministic: bool = False
     out_dir: str = "runs"
     log_every: int = entry(50, ge=1)  # steps between loss checks (the only host syncs in an epoch)
-    # the training step as one CUDA graph (p2p.step): auto = on for CUDA wherever the config allows it, once
-    # verified on a GPU; false = eager; true = on (an error where the config cannot be captured)
+    # the training step as one CUDA graph (p2p.step): auto = on for CUDA wherever the config allows it, if
+    # p2p.step.GRAPH_VERIFIED_ON_GPU; false = eager; true = on (an error where the config cannot be captured)
     cuda_graph: Literal["auto", True, False] = "auto"
     compile: bool = False  # torch.compile G and D (inductor's fused kernels; inside the graph when there is one)
     channels_last: bool = False
@@ -268,6 +273,11 @@ def dump_yaml(cfg: RunConfig) -> str:
 def replace(cfg: RunConfig, overrides: dict[str, Any], source: str = "<overrides>") -> RunConfig:
     """A new validated config with dotted overrides applied."""
     return config_from_dict(apply_overrides(to_dict(cfg), overrides), source=source)
+
+
+def with_worker_threads(cfg: RunConfig, threads: int, source: str = "<overrides>") -> RunConfig:
+    """`threads` (when > 0), a sweep worker's share of the cores, as `runtime.threads` unless the config set it."""
+    return replace(cfg, {"runtime.threads": threads}, source=source) if threads and cfg.runtime.threads == 0 else cfg
 
 
 def data_root(cfg: DataConfig) -> Path:

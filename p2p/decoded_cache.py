@@ -24,7 +24,7 @@ from p2p.cache import cache_file
 from p2p.config import DataConfig
 from p2p.errors import UserError
 from p2p.names import check_name
-from p2p.pairs import PairSet, channels, decode_bar, decode_into
+from p2p.pairs import PairSet, decode_bar, decode_into
 
 DECODE_CHUNK_BYTES = 64 << 20  # decoded images held in memory at once while a split is written to its file
 
@@ -90,7 +90,7 @@ def decode_into_file(cfg: DataConfig, split: str, files: list[Path], size: int, 
     written into that space. It is built beside `path` and renamed over it only when complete; an OSError
     (a full disk, found before decoding by reserving the space) removes it and is the caller's to report.
     """
-    in_channels = channels(cfg)
+    in_channels = cfg.in_channels
     shape = (len(files), in_channels + 3, size, size)
     per_image = (in_channels + 3) * size * size
     path.parent.mkdir(parents=True, exist_ok=True)

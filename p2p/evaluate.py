@@ -14,7 +14,7 @@ from torchvision.utils import make_grid
 from tqdm import tqdm
 
 from p2p import checkpoint, contract, data, images, runtime
-from p2p.config import DataConfig, RunConfig, config_from_dict, parse_override, replace
+from p2p.config import DataConfig, RunConfig, parse_override, replace
 from p2p.errors import UserError
 from p2p.metrics import ScoreSettings, score_images
 from p2p.tracker import Tracker
@@ -121,11 +121,9 @@ def score_saved(state: dict, path: Path, split: str | None = None, overrides: li
     epoch: as `eval/*` for the run's own `eval.split`, as `eval_<split>/*` for another split (so train
     scores never overwrite test scores).
     """
-    from p2p.models import create_generator
+    from p2p.models import generator_from_saved
 
-    saved = config_from_dict(state["config"], source=str(path))
-    G = create_generator(saved, init=False)
-    G.load_state_dict(state["generator"])
+    saved, G = generator_from_saved(state, str(path))
     # --set may change how and what is scored (eval.*, runtime.*, data.root), not the weights' architecture.
     cfg = replace(saved, dict(parse_override(o) for o in overrides), source="--set") if overrides else saved
     split = split or cfg.eval.split

@@ -44,14 +44,9 @@ class PairSet:
             release_pages(self.pairs[index])
 
 
-def channels(cfg: DataConfig) -> int:
-    """The input's channels: 1 (grayscale) for colorization, else 3."""
-    return 1 if cfg.task == "colorization" else 3
-
-
 def decode_pairs(cfg: DataConfig, split: str, files: list[Path], size: int, progress: bool) -> PairSet:
     """The whole split decoded into memory."""
-    in_channels = channels(cfg)
+    in_channels = cfg.in_channels
     pairs = torch.empty((len(files), in_channels + 3, size, size), dtype=torch.uint8)
     with decode_bar(split, len(files), progress) as bar:
         decode_into(cfg, files, size, pairs, in_channels, bar)

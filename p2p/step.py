@@ -13,23 +13,25 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn as nn
 
 from p2p import contract, losses, runtime, streams
-from p2p.config import RunConfig
+from p2p.config import LossConfig, RunConfig, TricksConfig
 from p2p.contract import D_FAKE, D_REAL, G_GAN, G_L1
 from p2p.errors import UserError
 
-if TYPE_CHECKING:
-    from p2p.trainer import TrainingState
-
-# Whether the graph path has passed its CUDA tests on a real GPU (tests/test_cuda.py). Until it has,
-# `runtime.cuda_graph: auto` means eager: a path never run on a GPU is not a default.
+# Whether the graph path has passed its GPU checks (benchmarks/gpu_check.sh: tests/test_cuda.py on a real GPU).
+# The one statement of that state: while it is False, `runtime.cuda_graph: auto` means eager (a path never run on
+# a GPU is not a default), and the texts that mention it point here or to docs/speed.md's "Status".
 GRAPH_VERIFIED_ON_GPU = False
 WARMUP_STEPS = 3  # eager steps before the capture: allocations, cuDNN's choices, the optimisers' state
+# Steps until a graphed stepper has captured its graph (the warm-up, then the step that captures and replays it):
+# what a caller timing the step runs first, so that every step it times is a replay.
+STEPS_TO_CAPTURE = WARMUP_STEPS + 1
 
 
 class TrainingFault(RuntimeError):
@@ -61,55 +63,93 @@ class LossSums:
         return {loss.key: float(v / steps) for loss, v in self.sums.items()}
 
 
+# ---------------------------------------------------------------- what a step works with
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """The config a step reads: the losses, the tricks, the forward passes' precision."""
+
+    loss: LossConfig
+    tricks: TricksConfig
+    precision: str
+
+    @classmethod
+    def of(cls, cfg: RunConfig) -> StepSettings:
+        return cls(cfg.loss, cfg.tricks, cfg.runtime.precision)
+
+
+@dataclass(frozen=True)
+class StepParts:
+    """What one step reads and updates: the networks as they run (compiled or not; no D: L1 alone), their
+    optimisers, the settings, the image pool, the random streams the step draws from (G's dropout masks, the
+    tricks') and the loss sums it adds into."""
+
+    G: nn.Module
+    D: nn.Module | None
+    opt_G: torch.optim.Optimizer
+    opt_D: torch.optim.Optimizer | None
+    settings: StepSettings
+    pool: losses.ImagePool
+    dropout: torch.Generator
+    tricks: streams.TrickStreams
+    sums: LossSums
+    device: torch.device
+
+    def device_generators(self) -> tuple[torch.Generator, ...]:
+        """The generators a step draws from on the device: G's dropout and the tricks' (a CUDA graph registers them)."""
+        return (self.dropout, *self.tricks.on_device())
+
+
 # ---------------------------------------------------------------- the step
 
 
-def train_step(state: TrainingState, real_in: torch.Tensor, real_out: torch.Tensor,
-               noise: float | torch.Tensor) -> None:
+def train_step(parts: StepParts, real_in: torch.Tensor, real_out: torch.Tensor, noise: float | torch.Tensor) -> None:
     """One step on a batch already on the device: D learns on a detached copy of G's output, G on the graph.
     `noise` is this step's instance-noise std (a number, or a tensor the CUDA graph reads)."""
-    cfg, device = state.cfg, state.device
-    with runtime.autocast(device, cfg.runtime.precision):
-        fake_out = state.G_run(real_in)
-    if state.D is not None:
-        state.sums.add(discriminator_step(state.D_run, state.opt_D, real_in, real_out, fake_out.detach(), state.pool,
-                                          noise, state.tricks, cfg, device))
-    state.sums.add(generator_step(state.G_run, state.D_run, state.opt_G, real_in, real_out, fake_out, cfg, device))
+    settings, device = parts.settings, parts.device
+    with runtime.autocast(device, settings.precision):
+        fake_out = parts.G(real_in)
+    if parts.D is not None:
+        parts.sums.add(discriminator_step(parts.D, parts.opt_D, real_in, real_out, fake_out.detach(), parts.pool,
+                                          noise, parts.tricks, settings, device))
+    parts.sums.add(generator_step(parts.G, parts.D, parts.opt_G, real_in, real_out, fake_out, settings, device))
 
 
 def discriminator_step(D: nn.Module, opt_D: torch.optim.Optimizer, real_in: torch.Tensor, real_out: torch.Tensor,
                        fake_out: torch.Tensor, pool: losses.ImagePool, noise: float | torch.Tensor,
-                       tricks: streams.TrickStreams, cfg: RunConfig, device: torch.device) -> dict[contract.Loss, torch.Tensor]:
+                       tricks: streams.TrickStreams, settings: StepSettings,
+                       device: torch.device) -> dict[contract.Loss, torch.Tensor]:
     """One D update on a real and a (pooled, detached) fake pair; returns the two detached losses."""
     set_requires_grad(D, True)
     fake_out = pool.query(fake_out, tricks.pool)
     real_out = losses.add_instance_noise(real_out, noise, tricks.noise)
     fake_out = losses.add_instance_noise(fake_out, noise, tricks.noise)
-    with runtime.autocast(device, cfg.runtime.precision):
-        real_logits = D(d_input(real_in, real_out, cfg)).float()
-        fake_logits = D(d_input(real_in, fake_out, cfg)).float()
-    target = losses.real_targets(real_logits.shape, cfg.tricks.label_smoothing, tricks.smoothing, device)
-    flipped = losses.flip_labels(cfg.tricks.label_flip, tricks.flip)
-    loss_real, loss_fake = losses.discriminator_loss(real_logits, fake_logits, cfg.loss.gan, target, flipped)
+    with runtime.autocast(device, settings.precision):
+        real_logits = D(d_input(real_in, real_out, settings.loss)).float()
+        fake_logits = D(d_input(real_in, fake_out, settings.loss)).float()
+    target = losses.real_targets(real_logits.shape, settings.tricks.label_smoothing, tricks.smoothing, device)
+    flipped = losses.flip_labels(settings.tricks.label_flip, tricks.flip)
+    loss_real, loss_fake = losses.discriminator_loss(real_logits, fake_logits, settings.loss.gan, target, flipped)
     opt_D.zero_grad(set_to_none=True)
-    (cfg.loss.d_scale * (loss_real + loss_fake)).backward()
+    (settings.loss.d_scale * (loss_real + loss_fake)).backward()
     opt_D.step()
     return {D_REAL: loss_real.detach(), D_FAKE: loss_fake.detach()}
 
 
 def generator_step(G: nn.Module, D: nn.Module | None, opt_G: torch.optim.Optimizer, real_in: torch.Tensor,
-                   real_out: torch.Tensor, fake_out: torch.Tensor, cfg: RunConfig,
+                   real_out: torch.Tensor, fake_out: torch.Tensor, settings: StepSettings,
                    device: torch.device) -> dict[contract.Loss, torch.Tensor]:
     """One G update: fool D (non-saturating) plus the weighted L1 to the target."""
     loss_gan = torch.zeros((), device=device)
     if D is not None:
         set_requires_grad(D, False)  # G's step needs gradients through D, not for D's weights
-        with runtime.autocast(device, cfg.runtime.precision):
-            fake_logits = D(d_input(real_in, fake_out, cfg)).float()
-        loss_gan = losses.generator_gan_loss(fake_logits, cfg.loss.gan)
+        with runtime.autocast(device, settings.precision):
+            fake_logits = D(d_input(real_in, fake_out, settings.loss)).float()
+        loss_gan = losses.generator_gan_loss(fake_logits, settings.loss.gan)
     loss_l1 = losses.l1_loss(fake_out.float(), real_out)
     opt_G.zero_grad(set_to_none=True)
-    (loss_gan + cfg.loss.l1 * loss_l1).backward()
+    (loss_gan + settings.loss.l1 * loss_l1).backward()
     opt_G.step()
     return {G_GAN: loss_gan.detach(), G_L1: loss_l1.detach()}
 
@@ -119,8 +159,8 @@ def set_requires_grad(net: nn.Module, flag: bool) -> None:
         p.requires_grad_(flag)
 
 
-def d_input(real_in: torch.Tensor, out: torch.Tensor, cfg: RunConfig) -> torch.Tensor:
-    return torch.cat([real_in, out.to(real_in.dtype)], 1) if cfg.loss.conditional else out
+def d_input(real_in: torch.Tensor, out: torch.Tensor, loss: LossConfig) -> torch.Tensor:
+    return torch.cat([real_in, out.to(real_in.dtype)], 1) if loss.conditional else out
 
 
 # ---------------------------------------------------------------- running it: eagerly or as one CUDA graph
@@ -133,11 +173,11 @@ class Stepper(Protocol):
 class EagerStepper:
     """The step as written: every op launched from Python."""
 
-    def __init__(self, state: TrainingState):
-        self.state = state
+    def __init__(self, parts: StepParts):
+        self.parts = parts
 
     def __call__(self, real_in: torch.Tensor, real_out: torch.Tensor, noise: float) -> None:
-        train_step(self.state, real_in, real_out, noise)
+        train_step(self.parts, real_in, real_out, noise)
 
 
 class CudaGraphs:
@@ -176,12 +216,12 @@ class CudaGraphStepper:
     of another shape (a short last batch) runs eagerly.
     """
 
-    def __init__(self, state: TrainingState, graphs: CudaGraphs = CUDA_GRAPHS):
-        self.state, self.graphs = state, graphs
+    def __init__(self, parts: StepParts, graphs: CudaGraphs = CUDA_GRAPHS):
+        self.parts, self.graphs = parts, graphs
         self.replay: Callable[[], None] | None = None
         self.static: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.noise = torch.zeros((), device=state.device)
-        self.noisy = state.cfg.tricks.instance_noise > 0
+        self.noise = torch.zeros((), device=parts.device)
+        self.noisy = parts.settings.tricks.instance_noise > 0
         self.warmed = 0
 
     def __call__(self, real_in: torch.Tensor, real_out: torch.Tensor, noise: float) -> None:
@@ -189,20 +229,20 @@ class CudaGraphStepper:
             self.static = (torch.empty_like(real_in), torch.empty_like(real_out))
         static_in, static_out = self.static
         if real_in.shape != static_in.shape or real_out.shape != static_out.shape:
-            return train_step(self.state, real_in, real_out, noise)
+            return train_step(self.parts, real_in, real_out, noise)
         static_in.copy_(real_in, non_blocking=True)
         static_out.copy_(real_out, non_blocking=True)
         self.noise.fill_(noise)
         if self.replay is None:
             if self.warmed < WARMUP_STEPS:
-                self.graphs.warm_up(self._step, self.state.device)
+                self.graphs.warm_up(self._step, self.parts.device)
                 self.warmed += 1
                 return
-            self.replay = self.graphs.capture(self._step, self.state.device_generators())
+            self.replay = self.graphs.capture(self._step, self.parts.device_generators())
         self.replay()
 
     def _step(self) -> None:
-        train_step(self.state, *self.static, self.noise if self.noisy else 0.0)
+        train_step(self.parts, *self.static, self.noise if self.noisy else 0.0)
 
 
 def graph_refusal(cfg: RunConfig, device: torch.device) -> str | None:
@@ -219,7 +259,7 @@ _said: set[str] = set()
 
 def use_cuda_graph(cfg: RunConfig, device: torch.device) -> bool:
     """`runtime.cuda_graph`: true (an error where the config cannot be captured), false, or auto: on for CUDA
-    wherever the config allows it, once the graph path has been verified on a GPU; off on the CPU."""
+    wherever the config allows it where `GRAPH_VERIFIED_ON_GPU`; off on the CPU."""
     setting, refusal = cfg.runtime.cuda_graph, graph_refusal(cfg, device)
     if setting is True:
         if refusal is not None:
@@ -237,5 +277,6 @@ def use_cuda_graph(cfg: RunConfig, device: torch.device) -> bool:
     return True
 
 
-def make_stepper(state: TrainingState) -> Stepper:
-    return CudaGraphStepper(state) if state.graphed else EagerStepper(state)
+def make_stepper(parts: StepParts, graphed: bool) -> Stepper:
+    """The step as one CUDA graph where `graphed` (`use_cuda_graph`), else eager."""
+    return CudaGraphStepper(parts) if graphed else EagerStepper(parts)

@@ -7,19 +7,15 @@ from pathlib import Path
 import torch
 
 from p2p import checkpoint, images, runtime
-from p2p.config import RunConfig, config_from_dict
+from p2p.config import RunConfig
 from p2p.errors import UserError
 from p2p.evaluate import generate, write_png
-from p2p.models import create_generator
+from p2p.models import generator_from_saved
 
 
 def load_generator(path: str | Path) -> tuple[RunConfig, torch.nn.Module]:
     """A generator and its config from `generator.pt` or a training `checkpoint.pt`."""
-    state = checkpoint.load(path)
-    cfg = config_from_dict(state["config"], source=str(path))
-    G = create_generator(cfg, init=False)
-    G.load_state_dict(state["generator"])
-    return cfg, G
+    return generator_from_saved(checkpoint.load(path), str(path))
 
 
 def input_image(path: Path, cfg: RunConfig) -> torch.Tensor:

@@ -15,8 +15,10 @@ import torch
 
 from p2p import checkpoint, step
 from p2p.errors import UserError
+from p2p.lifecycle import RunRequest, StopTraining, TrainResult
+from p2p.packing import train_together
 from p2p.tracker import NullTracker
-from p2p.trainer import RunRequest, TrainResult, train, train_together
+from p2p.trainer import train
 from tests.helpers import facades_config
 
 NO_CUDA = "no CUDA device"
@@ -84,8 +86,6 @@ def test_graph_run_is_deterministic(tiny_overrides, tmp_path):
 def test_graph_run_resumes_exactly(tiny_overrides, tmp_path):
     """A graphed run stopped after epoch 1 and resumed (a fresh capture, the checkpoint's learning rates
     made device tensors again) ends where an uninterrupted one does."""
-    from p2p.trainer import StopTraining
-
     base = {**tiny_overrides, **ON_CUDA, **TRICKS, "runtime.cuda_graph": True}
     _, _, whole = run(base, tmp_path / "whole")
     cfg = facades_config(base)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from p2p import losses
-from p2p.trainer import lr_factor
+from p2p.optimizers import lr_factor
 
 
 def rng(seed=0):

@@ -1,5 +1,5 @@
 """Packed trials: several runs trained together in one process, a step of each in turn
-(`p2p.trainer.train_together`, `p2p sweep --pack K`), each exactly as it would train alone."""
+(`p2p.packing.train_together`, `p2p sweep --pack K`), each exactly as it would train alone."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import pytest
 import torch
 
 from p2p import checkpoint
+from p2p.lifecycle import RunRequest, StopTraining, TrainResult
+from p2p.packing import train_together
 from p2p.sweep import study as studies
 from p2p.sweep.spec import grid, load_spec
 from p2p.tracker import NullTracker
-from p2p.trainer import RunRequest, StopTraining, TrainResult, train, train_together
+from p2p.trainer import train
 from tests.helpers import OK_CELLS, check_completed_once, facades_config, kill_mid_trial, start, sweep_command, sweep_env
 from tests.helpers import write_sweep_spec as write_spec
 
@@ -125,8 +127,8 @@ def test_a_packed_sweep_survives_a_kill_and_matches_the_unpacked_one(tmp_path, d
 
 
 def test_workers_per_gpu_and_pack_defaults(monkeypatch):
-    """Auto: one worker per core on a CPU; on CUDA --per-gpu per GPU (auto 1 until verified on a GPU), the cores
-    shared among them; never more workers than trials. --pack auto is 1 on both until measured to pay."""
+    """Auto: one worker per core on a CPU; on CUDA --per-gpu per GPU (auto: AUTO_PER_GPU), the cores shared among
+    them; never more workers than trials. --pack auto is AUTO_PACK for the device (docs/speed.md, "Status")."""
     from p2p.sweep import driver
 
     monkeypatch.setattr(driver.os, "cpu_count", lambda: 16)

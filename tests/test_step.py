@@ -2,10 +2,10 @@
 
 A graphed run (`runtime.cuda_graph`) cannot capture a learning rate that the host changes each epoch, so its
 Adam is capturable with the learning rate a tensor on the device that the schedule fills in place
-(`trainer.make_optimizer`, `trainer.set_optimizer_form` after a resume). Fused Adam takes that form on the CPU too, so here
-the graph's optimisers run under the eager step: they must train as the plain ones (to fp32 tolerance), across the
-schedule's decay and across resumes from one kind of checkpoint into the other. The graph itself needs CUDA
-(tests/test_cuda.py).
+(`optimizers.make_optimizer`, `optimizers.set_optimizer_form` after a resume). Fused Adam takes that form on the
+CPU too, so here the graph's optimisers run under the eager step: they must train as the plain ones (to fp32
+tolerance), across the schedule's decay and across resumes from one kind of checkpoint into the other. The graph
+itself needs CUDA (tests/test_cuda.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import pytest
 import torch
 
 from p2p import checkpoint, step
-from p2p.trainer import RunRequest, StopTraining, train, train_together
+from p2p.lifecycle import RunRequest, StopTraining
+from p2p.packing import train_together
+from p2p.trainer import train
 from tests.helpers import facades_config
 from tests.test_cuda import FP32, LossTracker
 
@@ -29,7 +31,7 @@ def graph_optimisers(monkeypatch):
     run the step eagerly; returns a switch back to the plain path."""
     def on(flag: bool) -> None:
         monkeypatch.setattr(step, "use_cuda_graph", lambda cfg, device: flag)
-        monkeypatch.setattr(step, "make_stepper", step.EagerStepper)
+        monkeypatch.setattr(step, "make_stepper", lambda parts, graphed: step.EagerStepper(parts))
     on(True)
     return on
 
@@ -125,7 +127,7 @@ def test_the_graph_stepper_captures_once_and_trains_as_the_eager_step(tiny_overr
     batch is copied into the static buffers and each step's noise std into its tensor before the replay, so the
     run trains as the eager step (to fp32 tolerance: the capturable optimiser)."""
     graphs = GraphsOnTheCpu()
-    monkeypatch.setattr(step, "make_stepper", lambda state: step.CudaGraphStepper(state, graphs))
+    monkeypatch.setattr(step, "make_stepper", lambda parts, graphed: step.CudaGraphStepper(parts, graphs))
     cfg = facades_config({**tiny_overrides, **TWO_EPOCHS, "optim.epochs": 2, "optim.batch_size": 3,
                           "data.max_images": 7})
     graph_losses = LossTracker()
@@ -139,7 +141,7 @@ def test_packed_graph_steppers_train_as_their_solo_runs(tiny_overrides, tmp_path
     step (a stepper or capture crossing runs would train one seed on the other's state), so each ends
     bit-identical to its solo run through the same stepper. (The CPU runs each replay before the next, so what
     streams would race on, buffers shared between pack-mates, is for tests/test_cuda.py.)"""
-    monkeypatch.setattr(step, "make_stepper", lambda state: step.CudaGraphStepper(state, GraphsOnTheCpu()))
+    monkeypatch.setattr(step, "make_stepper", lambda parts, graphed: step.CudaGraphStepper(parts, GraphsOnTheCpu()))
     configs = [facades_config({**tiny_overrides, **TWO_EPOCHS, "data.max_images": 5, "seed": seed}) for seed in (0, 1)]
     solo = [train(cfg, run_dir=tmp_path / f"solo{seed}", progress=False) for seed, cfg in enumerate(configs)]
     packed = train_together([RunRequest(cfg, None, tmp_path / f"packed{seed}") for seed, cfg in enumerate(configs)],

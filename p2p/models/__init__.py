@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-_FACTORY = ("channels", "count_parameters", "create_discriminator", "create_generator")
+_FACTORY = ("channels", "count_parameters", "create_discriminator", "create_generator", "generator_from_saved")
 _REGISTRY = ("discriminator_names", "generator_names", "register_discriminator", "register_generator")
 __all__ = list(_FACTORY + _REGISTRY)
 

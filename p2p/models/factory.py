@@ -6,14 +6,14 @@ from __future__ import annotations
 import torch.nn as nn
 
 from p2p import streams
-from p2p.config import RunConfig
+from p2p.config import RunConfig, config_from_dict
 from p2p.models import registry
 from p2p.models.layers import init_weights
 
 
 def channels(cfg: RunConfig) -> tuple[int, int]:
     """(input channels, output channels) of the translation."""
-    return (1 if cfg.data.task == "colorization" else 3), 3
+    return cfg.data.in_channels, 3
 
 
 def create_generator(cfg: RunConfig, init: bool = True) -> nn.Module:
@@ -23,6 +23,15 @@ def create_generator(cfg: RunConfig, init: bool = True) -> nn.Module:
     if init:  # from the run seed's own stream: the same weights in every cell with this architecture
         init_weights(net, cfg.model.init_gain, streams.generator(cfg.seed, streams.INIT_GENERATOR))
     return net
+
+
+def generator_from_saved(state: dict, source: str) -> tuple[RunConfig, nn.Module]:
+    """The generator a loaded `generator.pt` or training `checkpoint.pt` holds, and its config (`source`, the
+    file, names it in errors): built from the saved config, uninitialised, then given the saved weights."""
+    cfg = config_from_dict(state["config"], source=source)
+    G = create_generator(cfg, init=False)
+    G.load_state_dict(state["generator"])
+    return cfg, G
 
 
 def create_discriminator(cfg: RunConfig, init: bool = True) -> nn.Module:

@@ -121,13 +121,12 @@ def measure_step_seconds(cfg: RunConfig, threads: int) -> float:
     import torch
 
     from p2p import runtime, step
+    from p2p.config import with_worker_threads
     from p2p.models import channels
-    from p2p.trainer import TrainingState
+    from p2p.training_state import TrainingState
 
-    torch.set_num_threads(max(1, threads))
-    device = runtime.select_device(cfg.runtime)
-    if cfg.runtime.malloc_tuning:
-        runtime.tune_malloc()
+    cfg = with_worker_threads(cfg, threads)  # as each worker's trial config has it
+    device = runtime.configure(cfg.runtime, cfg.seed)  # the set-up training runs under: threads, cuDNN, TF32, ...
     state = TrainingState(cfg, device, with_data=False)
     in_ch, out_ch = channels(cfg)
     size, batch = cfg.data.crop_size, cfg.optim.batch_size
@@ -139,7 +138,7 @@ def measure_step_seconds(cfg: RunConfig, threads: int) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    for _ in range(step.WARMUP_STEPS + 1 if state.graphed else 1):  # allocations, kernel choice (and the capture)
+    for _ in range(step.STEPS_TO_CAPTURE if state.graphed else 1):  # allocations, kernel choice (and the capture)
         one()
     times: list[float] = []
     while len(times) < MEASURE_STEPS or (sum(times) < MEASURE_BUDGET_S / 3 and len(times) < 10):

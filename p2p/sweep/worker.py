@@ -2,7 +2,7 @@
 
 Runs in its own process (`p2p sweep SPEC --worker`, started by the sweep command) until no
 trial is queued or running. It claims up to `--pack` trials at a time and trains them together
-in this process (`p2p.trainer.train_together`: each exactly as it would train alone). Every trial
+in this process (`p2p.packing.train_together`: each exactly as it would train alone). Every trial
 ends in exactly one of: COMPLETE with the objective, PRUNED (search), FAIL with its reason (as a
 trial attr and as its MLflow run's failure tag, p2p.contract.Tag.FAILURE), or back in the queue
 when the worker is interrupted.
@@ -25,10 +25,12 @@ from typing import Any, Callable
 from p2p import checkpoint, contract, signals, tracking
 from p2p.contract import Tag
 from p2p.errors import UserError
+from p2p.lifecycle import RunRequest, StopTraining
+from p2p.packing import train_together
+from p2p.step import TrainingFault
 from p2p.sweep import study as studies
 from p2p.sweep.spec import SweepJob, TrialKey, run_dir, trial_config
 from p2p.tracker import FAILED, RUNNING
-from p2p.trainer import RunRequest, StopTraining, TrainingFault, train_together
 
 
 def run_worker(job: SweepJob) -> int:
