@@ -21,6 +21,7 @@ from analysis.report import ReportDoc
 from analysis.sequential import Sequence, half_width, min_seeds, sequence
 from analysis.stats import Difference, compare, holm, paired_difference, t_interval, welch_test
 from analysis.summary import summary
+from p2p.sweep.spec import StatedClaim
 from tests.helpers import ROOT
 
 MIN = 60_000  # ms
@@ -178,13 +179,21 @@ GAINS = {"label_flip": [0.03, 0.04, 0.03, 0.035, 0.04, 0.03],  # clearly better
          "dropout": [0.02, -0.01, 0.03, -0.02, 0.01, 0.0]}  # cannot tell yet
 
 
-def tricks_runs():
+def tricks_runs(stated: bool = False):
+    """The tricks sweep's runs; `stated`: as if its spec claimed each trick beats none (`claims:`)."""
     values = {"none": dict(enumerate(NONE))}
     values.update({cell: {s: NONE[s] + g for s, g in enumerate(gain)} for cell, gain in GAINS.items()})
-    return runs_of("tricks", ["none", *GAINS], values)
+    return claiming(runs_of("tricks", ["none", *GAINS], values)) if stated else runs_of("tricks", ["none", *GAINS], values)
 
 
-def test_tricks_claims_are_each_cell_against_none_with_anytime_valid_verdicts():
+def claiming(runs):
+    """`runs` with a spec that states 'each cell beats the first' as its claims."""
+    runs.stated = tuple(StatedClaim(cell, runs.cells[0]) for cell in runs.cells[1:])
+    return runs
+
+
+def test_tricks_comparisons_are_each_cell_against_none_with_anytime_valid_verdicts():
+    # Nobody claimed a trick helps: each cell against the spec's first (none) reads as what it found.
     results = judge_all(tricks_runs(), "eval/fcn_iou")
     assert [(r.claim.better, r.claim.worse) for r in results] == [(c, "none") for c in GAINS]
     # Described by the fixed-n test (scipy), Holm-corrected over the K = 3 claims ...
@@ -197,16 +206,17 @@ def test_tricks_claims_are_each_cell_against_none_with_anytime_valid_verdicts():
         assert r.interval.alpha == pytest.approx(ALPHA / 3) and r.interval.n == 6
         assert r.interval.half_width == pytest.approx(half_width(gain.std(ddof=1), 6, ALPHA / 3))
         assert r.interval.low == pytest.approx(gain.mean() - r.interval.half_width)
-    assert [r.verdict for r in results] == ["reproduced", "negligible", "same direction, not resolved"]
+    assert [r.verdict for r in results] == ["higher", "negligible", "not resolved, leans higher"]
+    assert not any(r.claim.stated for r in results)
     assert [r.resolved for r in results] == [True, True, False]
     assert open_cells(results) == {"dropout", "none"}  # what a driver adding seeds until resolved would run
     assert open_cells(results[:2]) == set()
-    assert results[0].text == "label_flip scores above none on FCN class IoU"
+    assert results[0].text == "label_flip against none on FCN class IoU"
     assert results[0].claims == 3 and results[0].record()["seeds_needed"]["alpha"] == pytest.approx(ALPHA / 3)
     # The report's line: the verdict, the interval it read, the fixed-n test beside it.
     iv0 = results[0].interval
     assert results[0].line().startswith(
-        f"label_flip scores above none on FCN class IoU: **reproduced**, difference +0.034, anytime-valid "
+        f"label_flip against none on FCN class IoU: **higher**, difference +0.034, anytime-valid "
         f"[{iv0.low:.3f}, {iv0.high:.3f}] at alpha 0.05/3 (paired over 6 seeds; fixed-n 95% t-interval "
         f"{results[0].diff.text(3)}, p = ")
     assert "**negligible**" in results[1].line() and "excludes 0 too" not in results[1].line()
@@ -222,7 +232,7 @@ def test_too_few_seeds_for_the_family_leave_the_interval_unbounded():
     # 3 seeds and 3 claims: at alpha 0.05/3 the confidence sequence needs 4 seeds, however clear the difference.
     values = {"none": {0: 0.10, 1: 0.12, 2: 0.11}, "label_flip": {0: 0.13, 1: 0.16, 2: 0.14},
               "all": {0: 0.09, 1: 0.13, 2: 0.10}, "dropout": {0: 0.2, 1: 0.2, 2: 0.2}}
-    results = judge_all(runs_of("tricks", ["none", "label_flip", "all", "dropout"], values), "eval/fcn_iou")
+    results = judge_all(claiming(runs_of("tricks", ["none", "label_flip", "all", "dropout"], values)), "eval/fcn_iou")
     assert min_seeds(ALPHA / 3) == 4 and not results[0].interval.bounded
     assert results[0].diff.p < 0.05  # the fixed-n test alone would have called it
     assert [r.verdict for r in results] == ["same direction, not resolved", "other direction, not resolved",
@@ -331,14 +341,15 @@ def test_summary_table_over_findings_files(tmp_path):
                                                                       "claims": [claim, small, few, never, older]}))
     lines = summary(tmp_path).splitlines()
     assert lines[0] == ("| sweep | claim | verdict | fixed protocol (spec's seeds) | difference [fixed-n 95%] | "
-                        "anytime-valid interval | seeds | seeds for 80% power | holds from epoch |")
+                        "anytime-valid interval | seeds | seeds for 80% power | holds from epoch | sign verdict (seeds) | "
+                        "seeds that misbehave, shape |")
     # The fixed protocol's column: recorded where seeds were added, else the fixed-n test at the seeds at hand.
     assert lines[2] == ("| patchsize | 70x70 scores above 1x1 on FCN class IoU | reproduced | reproduced (Holm p 0.0031) "
-                        "| +0.123 [0.109, 0.138] | [0.071, 0.176] (alpha 0.0125) | 6 (paired) | 3 / 7 (for 0.01) | 2 |")
+                        "| +0.123 [0.109, 0.138] | [0.071, 0.176] (alpha 0.0125) | 6 (paired) | 3 / 7 (for 0.01) | 2 | - | - |")
     assert lines[3].startswith("| patchsize | 16x16 scores above 70x70 on FCN class IoU | negligible | same direction, "
                                "not significant (Holm p 0.42) | +0.000 [-0.002, 0.003] | [-0.006, 0.007] (alpha 0.0125) |")
     assert "| unbounded (alpha 0.0125; needs 4 seeds) | 3 (paired) |" in lines[4]
-    assert lines[5].endswith("| - | 2 vs 3 (Welch) | >1000 / n/a (for 0.01) | never (sign flips 2-4) |")
+    assert lines[5].endswith("| - | 2 vs 3 (Welch) | >1000 / n/a (for 0.01) | never (sign flips 2-4) | - | - |")
     # A findings.json from before the sequential verdicts: its verdict was the fixed protocol's, and it is not counted.
     assert lines[6].startswith("| patchsize | 70x70 scores above 1x1 on FCN class IoU | - (fixed-n only) | reproduced "
                                "(Holm p 0.0031) | +0.123 [0.109, 0.138] | - |")
@@ -366,7 +377,7 @@ class NoProvenance:
 
 
 def test_report_findings_json_summary_and_dry_run_carry_the_new_verdicts(tmp_path):
-    runs = tricks_runs()
+    runs = tricks_runs(stated=True)
     found = judge_all(runs, "eval/fcn_iou")
     doc = ReportDoc(runs, "eval/fcn_iou", pd.DataFrame({"cell": runs.cells}), None, [], found, [], [], {},
                     NoProvenance(), written="2026-01-07 10:00")
@@ -406,7 +417,7 @@ def test_a_sweep_run_until_resolved_reports_its_seeds_and_the_fixed_protocol_bes
              "dropout": [0.02, -0.01, 0.03, -0.02, 0.01, 0.0, 0.02, -0.01, 0.0, 0.01]}
     values = {"none": dict(enumerate(none))}
     values.update({cell: {s: none[s] + g for s, g in enumerate(gain)} for cell, gain in gains.items()})
-    runs = runs_of("tricks", ["none", *gains], values)
+    runs = claiming(runs_of("tricks", ["none", *gains], values))
     runs.seeds = [0, 1, 2, 3]
     assert runs.added_seeds == [4, 5, 6, 7, 8, 9] and runs.seeds_per_cell() == {c: 10 for c in runs.cells}
     found = judge_all(runs, "eval/fcn_iou")
@@ -417,8 +428,8 @@ def test_a_sweep_run_until_resolved_reports_its_seeds_and_the_fixed_protocol_bes
     assert holm(p)[0] < 0.05 < holm(p)[2]
     assert [f.fixed.verdict for f in found] == ["reproduced", "other direction, not significant",
                                                 "same direction, not significant"]
-    assert found[0].line().endswith(f"; the fixed 4-seed protocol (seeds 0-3, Holm) said reproduced (Holm p = "
-                                    f"{holm(p)[0]:.3f})")
+    assert (f"; the fixed 4-seed protocol (seeds 0-3, Holm) said reproduced (Holm p = {holm(p)[0]:.3f}); sign verdict "
+            "**reproduced** in most seeds (10 of 10 seeds above, 0 below, 0 tied") in found[0].line()
     assert found[0].record()["fixed_protocol"] == {"seeds": [0, 1, 2, 3], "mean_difference": pytest.approx(0.03375),
                                                    "p_holm": pytest.approx(holm(p)[0]), "verdict": "reproduced"}
     # Without added seeds there is nothing to put beside: the fixed-n test is already the one at hand.
