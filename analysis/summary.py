@@ -82,7 +82,7 @@ def fixed(claim: dict) -> str:
         if p is None or mean is None:
             return "-"
         sign = -1 if contract.lower_is_better(claim["metric"]) else 1
-        return f"{fixed_verdict(mean, p, sign)} (Holm p {p:.2g})"
+        return f"{fixed_verdict(mean, p, sign, stated=claim.get('stated', True))} (Holm p {p:.2g})"
     p = look["p_holm"]
     return look["verdict"] + ("" if p is None else f" (Holm p {p:.2g})")
 
