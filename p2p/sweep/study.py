@@ -620,12 +620,13 @@ def heartbeat_ages(study: optuna.Study) -> dict[int, float]:
 
     A database's beats carry its own clock (compared with its own now); a journal's, the beating node's.
     """
-    storage = getattr(study._storage, "_backend", study._storage)  # an RDB storage comes wrapped in Optuna's cache
+    storage = study._storage
     running = {trial_id(t): t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
     if isinstance(storage, JournalHeartbeatStorage):
         now = time.time()
         return {t.number: max(0.0, now - t.system_attrs[HEARTBEAT_ATTR])
                 for t in running.values() if HEARTBEAT_ATTR in t.system_attrs}
+    storage = getattr(storage, "_backend", storage)  # an RDB storage comes wrapped in Optuna's cache
     if not isinstance(storage, RDBStorage) or not running:
         return {}
     import sqlalchemy
