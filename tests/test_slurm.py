@@ -8,7 +8,6 @@ The real-Slurm tests are skipped only where the cluster cannot start, with the r
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -188,7 +187,8 @@ def test_two_array_tasks_finish_every_trial_once_on_a_journal_storage(cluster, d
     spec = write_sweep_spec(tmp_path, "slurm-journal", OK_CELLS, seeds=1)
     storage = f"journal://{tmp_path / 'sweep.log'}"
     env = slurm_env(cluster, database)
-    done = subprocess.run(sweep_cmd(spec, storage, "--tasks", "2", "--wait"), cwd=tmp_path, env=env,
+    quick = ["--set", "optim.epochs=1", "--set", "data.max_images=4"]  # no trial is cut short here: keep them short
+    done = subprocess.run(sweep_cmd(spec, storage, "--tasks", "2", "--wait", *quick), cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr + cluster.logs()
     assert "submitted Slurm job" in done.stdout and "--status" in done.stdout
