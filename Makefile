@@ -15,15 +15,15 @@ endif
 .PHONY: setup test data
 
 # `make setup`: the .venv with the locked dependencies, then the Debian packages `make test` needs
-# beyond Python's: PostgreSQL (the many-machines sweep test) and Chromium with its driver (the MLflow
-# UI browser test). Missing ones are installed with apt-get when run as root; otherwise the exact
+# beyond Python's: PostgreSQL (the many-machines sweep test), Chromium with its driver (the MLflow
+# UI browser test), and Slurm with munge (tests/test_slurm.py starts a one-node cluster). Missing ones are installed with apt-get when run as root; otherwise the exact
 # command is printed and setup stops with exit status 2. `SYSTEM_PACKAGES=` skips them.
 # Python 3.11 to 3.13 (requires-python, one lock for all; CI runs the whole suite on 3.11): uv takes an
 # installed interpreter that fits, the .venv's own if it has one (never a download). PYTHON=3.13 or
 # PYTHON=/path/to/python3.13 picks one, and a .venv of another Python is then replaced (uv finds pyenv's
 # versions other than the active one only by path). UV_PROJECT_ENVIRONMENT=DIR PY=DIR/bin/python puts
 # the venv elsewhere (.ci/run: .venv-3.13).
-SYSTEM_PACKAGES ?= postgresql chromium chromium-driver
+SYSTEM_PACKAGES ?= postgresql chromium chromium-driver slurmctld slurmd slurm-client munge
 PYTHON ?=
 
 setup:
@@ -40,6 +40,9 @@ system-packages:
 	    postgresql) compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null \
 	                || missing+=($$package) ;; \
 	    chromium-driver) command -v chromedriver >/dev/null || missing+=($$package) ;; \
+	    slurmctld|slurmd) command -v $$package >/dev/null || test -x /usr/sbin/$$package || missing+=($$package) ;; \
+	    slurm-client) command -v sbatch >/dev/null || missing+=($$package) ;; \
+	    munge) command -v munged >/dev/null || test -x /usr/sbin/munged || missing+=($$package) ;; \
 	    *) command -v $$package >/dev/null || missing+=($$package) ;; \
 	  esac; \
 	done; \
@@ -86,8 +89,10 @@ fcn:
 # target for each spec there (sweep-patchsize, sweep-loss, sweep-generator, sweep-tricks, sweep-search-lr-l1, ...).
 # SCALE=cpu|paper (default: paper where CUDA is present, else cpu), WORKERS=N (default: one per GPU, else one
 # per CPU core), STORAGE=postgresql://... to share one sweep between machines (docs/sweeps.md, "Scale to many
-# machines").
-SWEEP_ARGS = $(if $(SCALE),--scale $(SCALE)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(STORAGE),--storage $(STORAGE))
+# machines"); SLURM=1 submits the workers to Slurm instead, with SLURM_ARGS="--tasks 8 --gpus-per-task 1 ..."
+# (docs/sweeps.md, "Run on a Slurm cluster").
+SWEEP_ARGS = $(if $(SCALE),--scale $(SCALE)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(STORAGE),--storage $(STORAGE)) \
+             $(if $(SLURM),--slurm $(SLURM_ARGS))
 SWEEP_TARGETS := $(patsubst sweeps/%.yaml,sweep-%,$(wildcard sweeps/*.yaml))
 .PHONY: $(SWEEP_TARGETS)
 $(SWEEP_TARGETS):

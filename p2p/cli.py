@@ -113,6 +113,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--retry-failed", action="store_true", help="queue the trials that failed (NaN, bad config) again")
     p.add_argument("--heartbeat", type=int, default=10, metavar="SECONDS",
                    help="worker heartbeat; a trial silent for 3 heartbeats is re-run (default 10)")
+    p.add_argument("--status", action="store_true",
+                   help="print where the sweep stands (per cell: done, running, failed, queued; the running trials' "
+                        "heartbeats), read from its study whatever started the workers; runs nothing")
+    slurm = p.add_argument_group("Slurm (docs/sweeps.md, \"Run on a Slurm cluster\")")
+    slurm.add_argument("--slurm", action="store_true",
+                       help="submit the workers to Slurm as one job array (submitit) and return; with --dry-run, print "
+                            "the sbatch script instead")
+    slurm.add_argument("--tasks", type=int, default=0, metavar="N",
+                       help="array tasks (default: one per trial left, or per --pack of them)")
+    slurm.add_argument("--partition", default=None, metavar="P", help="the Slurm partition")
+    slurm.add_argument("--gpus-per-task", type=int, default=0, metavar="G",
+                       help="GPUs per task; each runs --per-gpu workers per GPU (default 0: CPU workers, one per task)")
+    slurm.add_argument("--cpus-per-task", type=int, default=1, metavar="C",
+                       help="CPUs per task, shared among its workers as threads (default 1)")
+    slurm.add_argument("--time", default="4h", metavar="T",
+                       help="time limit per task: 90m, 4h, or Slurm's D-HH:MM:SS (default 4h); the workers save and "
+                            "put their trials back 2 minutes before it")
+    slurm.add_argument("--slurm-option", dest="slurm_options", action="append", default=[], metavar="KEY=VALUE",
+                       help="another sbatch option, e.g. account=lab or qos=normal; repeatable")
+    slurm.add_argument("--shared-root", dest="shared_roots", action="append", default=[], metavar="PATH",
+                       help="a folder every node mounts, besides the one this command runs in: runtime.out_dir, the "
+                            "FCN scorer cache and a journal storage must lie under one; repeatable")
+    slurm.add_argument("--wait", action="store_true", help="after submitting, follow the trials until the array ends")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # a process started by the sweep
     p.add_argument("--threads", type=int, default=0, help=argparse.SUPPRESS)
     p.set_defaults(handler=cmd_sweep)
@@ -255,6 +278,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                            overrides=tuple(args.overrides),
                            name=args.name, retry_failed=args.retry_failed, heartbeat_s=args.heartbeat,
                            progress=not args.no_progress)
+    if args.status:
+        from p2p.sweep.status import sweep_status
+
+        return sweep_status(args.spec, options)
+    if args.slurm:
+        return _sweep_on_slurm(args, options)
+    for dest, (flag, default) in SLURM_FLAGS.items():
+        if getattr(args, dest) != default:
+            raise UserError(f"{flag}: only with --slurm")
     if not args.until_resolved:
         for flag, value in (("--max-seeds", args.max_seeds), ("--budget", args.budget)):
             if value is not None:
@@ -265,6 +297,24 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     rounds = Rounds(max_seeds=args.max_seeds or DEFAULT_MAX_SEEDS,
                     budget_s=parse_duration(args.budget, "--budget") if args.budget is not None else None)
     return run_until_resolved(args.spec, options, rounds, read_findings, dry_run=args.dry_run)
+
+
+# The options that mean something only with --slurm: their flag and default.
+SLURM_FLAGS = {"tasks": ("--tasks", 0), "partition": ("--partition", None), "gpus_per_task": ("--gpus-per-task", 0),
+               "cpus_per_task": ("--cpus-per-task", 1), "time": ("--time", "4h"),
+               "slurm_options": ("--slurm-option", []), "shared_roots": ("--shared-root", []), "wait": ("--wait", False)}
+
+
+def _sweep_on_slurm(args: argparse.Namespace, options) -> int:
+    from p2p.sweep.slurm import SlurmOptions, run_slurm
+
+    for flag, value in (("--until-resolved", args.until_resolved), ("--workers", args.workers)):
+        if value:
+            raise UserError(f"{flag}: not with --slurm (--tasks sets how many workers run)")
+    slurm = SlurmOptions(tasks=args.tasks, partition=args.partition, gpus_per_task=args.gpus_per_task,
+                         cpus_per_task=args.cpus_per_task, time=args.time, options=tuple(args.slurm_options),
+                         shared_roots=tuple(args.shared_roots), wait=args.wait)
+    return run_slurm(args.spec, options, slurm, dry_run=args.dry_run)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -213,11 +213,11 @@ def run_trials(spec_path: str | Path, plan: Plan, options: SweepOptions) -> int:
               f"{'s' if workers > 1 else ''} x {threads} thread{'s' if threads > 1 else ''}"
               + (f", {pack} trials packed in each" if pack > 1 else "") + "; storage "
               f"{studies.redact(url)}", file=sys.stderr, flush=True)
-        _watch(plan, study, procs, options.progress)
+        watch(plan, study, procs, options.progress)
     except BaseException:
         _stop(procs)
         raise
-    return _finish(plan, study, [p.returncode for p in procs])
+    return finish(plan, study, [p.returncode for p in procs])
 
 
 def _start_worker(spec_path: str | Path, job: SweepJob, name: str | None, index: int, count: int) -> subprocess.Popen:
@@ -274,7 +274,7 @@ def _stop(procs: list[subprocess.Popen]) -> None:
 # ---------------------------------------------------------------- progress
 
 
-def _watch(plan: Plan, study, procs: list[subprocess.Popen], progress: bool) -> None:
+def watch(plan: Plan, study, procs: list[subprocess.Popen], progress: bool) -> None:
     """One bar over all epochs of all trials (every worker's, on every machine) and a line per finished trial."""
     from tqdm import tqdm
 
@@ -348,7 +348,7 @@ def _duration(seconds: float) -> str:
 # ---------------------------------------------------------------- the end
 
 
-def _finish(plan: Plan, study, codes: list[int | None]) -> int:
+def finish(plan: Plan, study, codes: list[int | None]) -> int:
     from p2p import tracking
     from p2p.sweep import study as studies
 

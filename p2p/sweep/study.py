@@ -2,12 +2,16 @@
 
 The only module that imports optuna (the trial seam, as p2p/tracker.py is MLflow's): the rest of the
 sweep reads trials as plain `TrialRecord`s and acts on the trials it claimed through `ClaimedTrial`;
-a study is an opaque handle to them. Optuna's private parts (`trial_id`, `retry_history`) are touched
-here only. A grid sweep enqueues each (cell, seed)
+a study is an opaque handle to them. Optuna's private parts (`trial_id`, `retry_history`, the heartbeat
+base class and table) are touched here only. A grid sweep enqueues each (cell, seed)
 as one fixed trial, keyed by its cell and seed user attrs (p2p.contract.Attr); workers claim WAITING
 trials one at a time (the storage switches WAITING -> RUNNING for exactly one of them), and
 heartbeats let any worker notice a trial whose worker died, fail it and queue a copy, which
 then resumes from the trial's checkpoint. A search spec asks Optuna for new trials instead.
+
+Storages: a database URL (sqlite for one machine, postgresql for many), or `journal:///abs/path/sweep.log`:
+Optuna's journal storage, one append-only file on a filesystem every node mounts (a cluster without a
+database server), given here the heartbeats Optuna only has on its RDB storage.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import contextlib
 import os
 import socket
 import threading
+import time
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -25,7 +30,9 @@ from typing import Any, Iterator
 
 import optuna
 from filelock import FileLock
-from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._heartbeat import BaseHeartbeat
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from p2p import contract
@@ -74,11 +81,57 @@ def engine_url(url: str) -> str:
     return url
 
 
-def open_storage(url: str, heartbeat_s: int = DEFAULT_HEARTBEAT_S, check_schema: bool = True) -> RDBStorage:
+JOURNAL = "journal://"
+HEARTBEAT_ATTR = "p2p.heartbeat"  # a journal trial's last heartbeat (seconds since the epoch, the beating node's clock)
+
+
+def journal_path(url: str) -> Path | None:
+    """The log file of a `journal:///abs/path` URL (None for any other storage)."""
+    if not url.startswith("journal:"):
+        return None
+    path = url[len(JOURNAL):] if url.startswith(JOURNAL) else ""
+    if not path.startswith("/"):
+        raise UserError(f"--storage {url}: expected journal:///absolute/path/sweep.log (a file every node sees)")
+    return Path(path)
+
+
+class JournalHeartbeatStorage(JournalStorage, BaseHeartbeat):
+    """Optuna's journal storage with heartbeats, as its RDB storage has them: a beat is a trial system attr holding
+    the beating node's clock (cluster nodes keep theirs in step with NTP), a RUNNING trial silent for 3 is stale."""
+
+    def __init__(self, path: Path, heartbeat_s: int):
+        super().__init__(JournalFileBackend(str(path)))
+        self.path, self.heartbeat_s = path, heartbeat_s
+        with _settled_api():
+            self._stale_callback = RetryHeartbeatStaleTrialCallback(max_retry=STALE_RETRIES)
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        limit = time.time() - 3 * self.heartbeat_s
+        return [trial_id(t) for t in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,))
+                if t.system_attrs.get(HEARTBEAT_ATTR, limit) < limit]
+
+    def get_heartbeat_interval(self) -> int:
+        return self.heartbeat_s
+
+    def get_heartbeat_stale_trial_callback(self):
+        return self._stale_callback
+
+
+def open_storage(url: str, heartbeat_s: int = DEFAULT_HEARTBEAT_S, check_schema: bool = True) -> BaseStorage:
     """The shared storage with heartbeats on: a RUNNING trial silent for 3 heartbeats is stale.
 
     `check_schema=False` skips creating and checking the tables (a worker: its sweep command did that).
     """
+    journal = journal_path(url)
+    if journal is not None:
+        check_storage(url)
+        try:
+            return JournalHeartbeatStorage(journal, heartbeat_s)
+        except Exception as exc:  # unreadable, not a journal
+            raise storage_error(url, exc) from None
     url = engine_url(url)
     if url.startswith("sqlite:"):
         kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}  # several local workers wait their turn
@@ -95,7 +148,15 @@ def open_storage(url: str, heartbeat_s: int = DEFAULT_HEARTBEAT_S, check_schema:
 
 def check_storage(url: str) -> None:
     """Before any worker starts: a server storage answers (a closed port, a wrong password or a missing
-    database is one line naming the URL, its password redacted). A sqlite file is created when needed."""
+    database is one line naming the URL, its password redacted). A sqlite file or a journal is created when
+    needed, in a folder that must exist."""
+    journal = journal_path(url)
+    if journal is not None:
+        if not journal.parent.is_dir() or not os.access(journal.parent, os.W_OK):
+            raise storage_error(url, f"no writable folder {journal.parent}")
+        if journal.exists() and not os.access(journal, os.R_OK | os.W_OK):
+            raise storage_error(url, f"{journal} cannot be read and written")
+        return
     url = engine_url(url)
     if url.startswith("sqlite:"):
         return
@@ -113,7 +174,7 @@ def check_storage(url: str) -> None:
         raise storage_error(url, exc) from None
 
 
-def storage_error(url: str, exc: BaseException) -> UserError:
+def storage_error(url: str, exc: BaseException | str) -> UserError:
     return UserError(f"--storage {redact(url)}: cannot open the Optuna storage ({scrub(first_line(exc), url)})")
 
 
@@ -140,8 +201,8 @@ def sqlite_path(url: str) -> Path | None:
 
 
 def storage_exists(url: str) -> bool:
-    """Whether there may be a study to read (a sqlite file that exists, or any server)."""
-    path = sqlite_path(url)
+    """Whether there may be a study to read (a sqlite file or journal that exists, or any server)."""
+    path = sqlite_path(url) or journal_path(url)
     return path is None or path.is_file()
 
 
@@ -150,8 +211,19 @@ def storage_lock(url: str, name: str) -> Iterator[None]:
     """One preparer at a time per study (creating it, enqueueing cells, the MLflow parent run).
 
     sqlite: a lock file beside the database; PostgreSQL: an advisory lock, so drivers on
-    several machines take turns. Other databases go without (claiming trials stays atomic).
+    several machines take turns; a journal: Optuna's lock file for network filesystems beside it (one
+    left by a holder that died is broken after 2 minutes). Other databases go without (claiming trials
+    stays atomic).
     """
+    journal = journal_path(url)
+    if journal is not None:
+        lock = JournalFileOpenLock(f"{journal}.p2p", grace_period=120)
+        lock.acquire()
+        try:
+            yield
+        finally:
+            lock.release()
+        return
     path = sqlite_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -176,11 +248,12 @@ def storage_lock(url: str, name: str) -> Iterator[None]:
     yield
 
 
-def _claim_lock(storage: RDBStorage) -> contextlib.AbstractContextManager:
+def _claim_lock(storage: BaseStorage) -> contextlib.AbstractContextManager:
     """Around read-then-write state changes. A server database locks the trial's row (SELECT ...
-    FOR UPDATE); sqlite through pysqlite reads outside any transaction, so two processes could
-    both see WAITING and both claim: there a lock file serialises them."""
-    path = sqlite_path(storage.url)
+    FOR UPDATE), a journal's log decides which claim came first; sqlite through pysqlite reads outside
+    any transaction, so two processes could both see WAITING and both claim: there a lock file
+    serialises them."""
+    path = sqlite_path(storage.url) if isinstance(storage, RDBStorage) else None
     return FileLock(path.with_name(path.name + ".claim.lock")) if path is not None else contextlib.nullcontext()
 
 
@@ -200,7 +273,7 @@ def make_pruner(spec: SweepSpec) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def create_or_load(storage: RDBStorage, spec: SweepSpec, scale: str, overrides: list[str]) -> optuna.Study:
+def create_or_load(storage: BaseStorage, spec: SweepSpec, scale: str, overrides: list[str]) -> optuna.Study:
     """The sweep's study, created on first use; a re-run must use the same (non-runtime) --set values."""
     name = study_name(spec.name, scale)
     study = optuna.create_study(storage=storage, study_name=name, direction=spec.direction, load_if_exists=True,
@@ -223,7 +296,7 @@ def create_or_load(storage: RDBStorage, spec: SweepSpec, scale: str, overrides: 
     return study
 
 
-def load(storage: RDBStorage, spec: SweepSpec, scale: str) -> optuna.Study:
+def load(storage: BaseStorage, spec: SweepSpec, scale: str) -> optuna.Study:
     return optuna.load_study(study_name=study_name(spec.name, scale), storage=storage,
                              sampler=make_sampler(spec), pruner=make_pruner(spec))
 
@@ -437,7 +510,7 @@ class ClaimedTrial:
             self._trial.set_user_attr(SECONDS, round(seconds, 1))
 
 
-def claim_waiting(study: optuna.Study, storage: RDBStorage) -> ClaimedTrial | None:
+def claim_waiting(study: optuna.Study, storage: BaseStorage) -> ClaimedTrial | None:
     """Claim one queued trial, or None when the queue is empty.
 
     Not `study.ask()`: when the queue empties between looking and claiming, ask() makes a
@@ -455,7 +528,7 @@ def claim_waiting(study: optuna.Study, storage: RDBStorage) -> ClaimedTrial | No
     return None
 
 
-def next_search_trial(study: optuna.Study, storage: RDBStorage, budget: int) -> ClaimedTrial | None:
+def next_search_trial(study: optuna.Study, storage: BaseStorage, budget: int) -> ClaimedTrial | None:
     """A retried trial if one is queued, else a new one from the sampler while the budget lasts."""
     trial = claim_waiting(study, storage)
     if trial is not None:
@@ -479,13 +552,13 @@ def search_slots_used(study: optuna.Study) -> int:
     return sum(1 for t in trials if t.number not in replaced)
 
 
-def recover_stale(study: optuna.Study, storage: RDBStorage) -> None:
+def recover_stale(study: optuna.Study, storage: BaseStorage) -> None:
     """Fail the RUNNING trials whose worker stopped beating (their callback queues a copy)."""
     with _claim_lock(storage):
         _recover_stale(study, storage)
 
 
-def _recover_stale(study: optuna.Study, storage: RDBStorage) -> None:
+def _recover_stale(study: optuna.Study, storage: BaseStorage) -> None:
     with _settled_api():
         optuna.storages.fail_stale_trials(study)
     # A worker killed between claiming a trial and its first heartbeat leaves a RUNNING trial
@@ -510,7 +583,7 @@ def running_workers(study: optuna.Study) -> set[str]:
     return {str(t.user_attrs.get(WORKER, "")) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
 
 
-def release(storage: RDBStorage, trial: ClaimedTrial) -> None:
+def release(storage: BaseStorage, trial: ClaimedTrial) -> None:
     """Put an interrupted trial back in the queue (Ctrl-C): the next worker resumes it at once."""
     with contextlib.suppress(Exception):
         storage.set_trial_state_values(trial.id, state=TrialState.WAITING)
@@ -521,7 +594,7 @@ def worker_name() -> str:
 
 
 @contextlib.contextmanager
-def heartbeat(storage: RDBStorage, trial: ClaimedTrial) -> Iterator[None]:
+def heartbeat(storage: BaseStorage, trial: ClaimedTrial) -> Iterator[None]:
     """Beat for the trial from a thread while the body runs (torch releases the GIL in its kernels)."""
     stop = threading.Event()
     interval = storage.get_heartbeat_interval() or DEFAULT_HEARTBEAT_S
@@ -540,3 +613,30 @@ def heartbeat(storage: RDBStorage, trial: ClaimedTrial) -> Iterator[None]:
         stop.set()
         thread.join()
 
+
+
+def heartbeat_ages(study: optuna.Study) -> dict[int, float]:
+    """Seconds since each RUNNING trial's last heartbeat, by trial number (a trial not yet beating is left out).
+
+    A database's beats carry its own clock (compared with its own now); a journal's, the beating node's.
+    """
+    storage = study._storage
+    running = {trial_id(t): t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+    if isinstance(storage, JournalHeartbeatStorage):
+        now = time.time()
+        return {t.number: max(0.0, now - t.system_attrs[HEARTBEAT_ATTR])
+                for t in running.values() if HEARTBEAT_ATTR in t.system_attrs}
+    storage = getattr(storage, "_backend", storage)  # an RDB storage comes wrapped in Optuna's cache
+    if not isinstance(storage, RDBStorage) or not running:
+        return {}
+    import sqlalchemy
+    from optuna.storages._rdb.models import TrialHeartbeatModel
+
+    session = storage.scoped_session()
+    try:
+        now = session.execute(sqlalchemy.select(sqlalchemy.func.now(type_=sqlalchemy.DateTime()))).scalar()
+        rows = session.query(TrialHeartbeatModel).filter(TrialHeartbeatModel.trial_id.in_(list(running))).all()
+        now = now.replace(tzinfo=None) if now.tzinfo is not None else now  # stored without a zone, as Optuna does
+        return {running[r.trial_id].number: max(0.0, (now - r.heartbeat).total_seconds()) for r in rows}
+    finally:
+        session.close()

@@ -265,6 +265,8 @@ def worker_main(spec_path: str, scale: str, storage_url: str, overrides: list[st
     # p2p.cli.main: the trainer marks the run KILLED with the signal's name, run_worker puts the trial back.
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # called other than through p2p.cli.main
         signals.install()
+    # Slurm's warning before a time limit or a preemption (USR2 under `p2p sweep --slurm`): stop as on SIGTERM.
+    signal.signal(signal.SIGUSR2, lambda signum, frame: signal.raise_signal(signal.SIGTERM))
     if sys.stdin.readline().strip() != "go":
         return 0  # the sweep command stopped before the study was ready
     job = SweepJob(load_spec(spec_path, name), scale, storage_url, tuple(overrides), heartbeat_s, threads, progress,
