@@ -17,7 +17,7 @@ from p2p import checkpoint, contract, data, images, runtime
 from p2p.config import DataConfig, RunConfig, parse_override, replace
 from p2p.errors import UserError
 from p2p.metrics import ScoreSettings, score_images
-from p2p.tracker import Tracker
+from p2p.tracking_protocol import Tracker
 
 
 @functools.lru_cache(maxsize=4)

@@ -21,9 +21,9 @@ from mlflow.tracking import MlflowClient
 
 from p2p import contract
 from p2p.errors import UserError, first_line, redact_url, scrub
-from p2p.tracker import TrackingError
+from p2p.tracking_protocol import TrackingError
 
-DEFAULT_DB, URI_ENV = contract.DEFAULT_STORE, contract.URI_ENV
+DEFAULT_TRACKING_DB, URI_ENV = contract.DEFAULT_STORE, contract.URI_ENV
 # What a store that is down, refuses the credentials or lost its database raises through MLflow's client.
 STORE_ERRORS = (MlflowException, requests.exceptions.RequestException, sqlalchemy.exc.SQLAlchemyError, OSError)
 NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")  # error codes of a run id the store lacks
@@ -37,7 +37,7 @@ def tracking_uri() -> str:
     uri = os.environ.get(URI_ENV)
     if uri:
         return uri
-    return "sqlite:///" + str(Path(DEFAULT_DB).resolve())
+    return "sqlite:///" + str(Path(DEFAULT_TRACKING_DB).resolve())
 
 
 def store_exists(uri: str | None = None) -> bool:
