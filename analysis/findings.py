@@ -514,8 +514,8 @@ def _num(x: float) -> float | None:
 def read_findings(spec, scale: str) -> Findings:
     """What the sweep's finished runs say about its claims, for `p2p sweep` (its dry run and --until-resolved):
     every claim open (no lines) while no run has finished. A grid spec only."""
-    from analysis.load import load_sweep
-    from p2p import tracking
+    from analysis.load import load_sweep  # lazy: the dry run imports this module without MLflow
+    from p2p import tracking  # lazy, as load_sweep
 
     if tracking.store_exists() and tracking.experiment_exists(spec.name):
         runs = load_sweep(spec.name, scale, spec=spec)

@@ -10,6 +10,7 @@ import pandas as pd
 from p2p import contract, tracking
 from p2p.contract import Tag
 from p2p.errors import UserError
+from p2p.sweep.spec import load_spec
 from p2p.tracking_protocol import RunStatus
 
 SCORES = [s.key for s in contract.REPORTED]  # the scores a report tabulates (what a default run logs)
@@ -107,8 +108,6 @@ def load_sweep(sweep: str, scale: str | None = None, root: Path = Path("."), spe
     cells, seeds, objective, direction, notes = [], [], contract.HEADLINE.key, contract.HEADLINE.direction, []
     stated = ()
     if path is not None:
-        from p2p.sweep.spec import load_spec
-
         spec = spec or load_spec(path)
         cells = [c.name for c in spec.cells]
         seeds = list(spec.seeds_for(scale))
@@ -156,7 +155,6 @@ def stated_claims(path: Path | None) -> tuple:
     """The `claims:` of the spec at `path` (none without one)."""
     if path is None:
         return ()
-    from p2p.sweep.spec import load_spec
 
     return load_spec(path).claims
 

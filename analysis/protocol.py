@@ -20,6 +20,8 @@ from analysis.findings import ALPHA, claims_of
 from analysis.power import FEWEST_SEEDS, MAX_SEEDS, TARGET_POWER, first_reaching, paired_power
 from p2p import command, contract, tracking
 from p2p.errors import UserError
+from p2p.metrics.fcn import load_scorer
+from p2p.metrics.fcn_fit import scorer_path
 from p2p.sweep.estimate import EPOCH_OVERHEAD_S, TRIAL_SETUP_S, WORKER_START_S
 from p2p.sweep.spec import load_spec
 from p2p.tracking_protocol import RunStatus
@@ -148,9 +150,6 @@ def resolution(sweep: str, small_scorer_iou: float | None) -> int:
 
 def scorer_iou(size: int) -> float | None:
     """The cached facades FCN scorer's class IoU on the real test photos at this size (None: not fitted)."""
-    from p2p.metrics.fcn import load_scorer
-    from p2p.metrics.fcn_fit import scorer_path
-
     path = scorer_path("facades", size)
     return float(load_scorer(path).info["ground_truth"]["iou"]) if path.is_file() else None
 

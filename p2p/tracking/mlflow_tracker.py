@@ -13,6 +13,7 @@ from typing import Any, Callable
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from p2p import signals
 from p2p.contract import Tag
 from p2p.errors import first_line
 from p2p.tracking.store import T, _environ, client, experiment_id, guarded, tracking_uri
@@ -135,8 +136,6 @@ class MlflowTracker:
 
     def end_quietly(self, exc: BaseException) -> None:
         """KILLED for a stop (a signal, Ctrl-C), FAILED otherwise, with the reason; a store that is down is left as is."""
-        from p2p import signals
-
         with contextlib.suppress(Exception):
             if isinstance(exc, KeyboardInterrupt):
                 self.kill(signals.reason(exc))
