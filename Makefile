@@ -67,7 +67,7 @@ test-fast:
 
 # ruff, with the settings in pyproject.toml ([tool.ruff]).
 lint:
-	$(PY) -m ruff check .
+	$(PY) -m ruff check . && $(dir $(PY))lint-imports --no-cache
 
 # `make data`: the pix2pix releases into datasets/ (`p2p data NAME datasets`), facades and Cityscapes (the
 # paper's dataset) unless DATASETS= names others; one already there is left as it is.

@@ -55,14 +55,19 @@ def claims_for(runs: SweepRuns) -> list[paper.Claim]:
     """What the report judges: the spec's own `claims:` where it states some, else the paper's claims for this
     ablation; without either (the tricks sweep, a user's own sweep), each cell against the spec's first, as
     comparisons nobody claimed (their verdicts read higher / lower / negligible / not resolved)."""
-    if runs.stated:
-        return [paper.Claim(c.better, c.worse, c.why) for c in runs.stated]
-    claims = paper.CLAIMS.get(runs.name)
+    return claims_of(runs.name, runs.stated, list(runs.cells))
+
+
+def claims_of(sweep: str, stated: Sequence, cells: list[str]) -> list[paper.Claim]:
+    """`claims_for` from a sweep's name, its spec's stated claims and its cells (what analysis.protocol counts)."""
+    if stated:
+        return [paper.Claim(c.better, c.worse, c.why) for c in stated]
+    claims = paper.CLAIMS.get(sweep)
     if claims is not None:
         return list(claims)
-    if not runs.cells:
+    if not cells:
         return []
-    return [paper.Claim(cell, runs.cells[0], stated=False) for cell in runs.cells[1:]]
+    return [paper.Claim(cell, cells[0], stated=False) for cell in cells[1:]]
 
 
 # ---------------------------------------------------------------- over training
@@ -509,8 +514,8 @@ def _num(x: float) -> float | None:
 def read_findings(spec, scale: str) -> Findings:
     """What the sweep's finished runs say about its claims, for `p2p sweep` (its dry run and --until-resolved):
     every claim open (no lines) while no run has finished. A grid spec only."""
-    from analysis.load import load_sweep
-    from p2p import tracking
+    from analysis.load import load_sweep  # lazy: the dry run imports this module without MLflow
+    from p2p import tracking  # lazy, as load_sweep
 
     if tracking.store_exists() and tracking.experiment_exists(spec.name):
         runs = load_sweep(spec.name, scale, spec=spec)

@@ -10,7 +10,8 @@ import pandas as pd
 from p2p import contract, tracking
 from p2p.contract import Tag
 from p2p.errors import UserError
-from p2p.tracker import FAILED, FINISHED, KILLED
+from p2p.sweep.spec import load_spec
+from p2p.tracking_protocol import RunStatus
 
 SCORES = [s.key for s in contract.REPORTED]  # the scores a report tabulates (what a default run logs)
 # The per-epoch metrics a report reads: the scores over training, the losses, and the learning rate (logged once
@@ -51,7 +52,7 @@ class SweepRuns:
 
     @property
     def finished(self) -> pd.DataFrame:
-        return self.trials[self.trials["status"] == FINISHED]
+        return self.trials[self.trials["status"] == RunStatus.FINISHED]
 
     def seeds_per_cell(self) -> dict[str, int]:
         """Finished seeds of each cell (the spec's, and any `--until-resolved` added)."""
@@ -75,7 +76,7 @@ class SweepRuns:
     def failed(self) -> pd.DataFrame:
         """Runs that ended FAILED or KILLED and were not redone by a finished run of the same trial."""
         done = set(zip(self.finished["cell"], self.finished["seed"]))
-        bad = self.trials[self.trials["status"].isin([FAILED, KILLED])]
+        bad = self.trials[self.trials["status"].isin([RunStatus.FAILED, RunStatus.KILLED])]
         return bad[[(c, s) not in done for c, s in zip(bad["cell"], bad["seed"])]]
 
 
@@ -107,8 +108,6 @@ def load_sweep(sweep: str, scale: str | None = None, root: Path = Path("."), spe
     cells, seeds, objective, direction, notes = [], [], contract.HEADLINE.key, contract.HEADLINE.direction, []
     stated = ()
     if path is not None:
-        from p2p.sweep.spec import load_spec
-
         spec = spec or load_spec(path)
         cells = [c.name for c in spec.cells]
         seeds = list(spec.seeds_for(scale))
@@ -138,8 +137,8 @@ def load_sweep(sweep: str, scale: str | None = None, root: Path = Path("."), spe
                                          *SCORES])
     # A trial may have several runs (a worker died and it started again): keep the newest per status.
     trials = trials.sort_values("start_time", ascending=False)
-    finished = trials[trials["status"] == FINISHED].drop_duplicates(["cell", "seed"])
-    others = trials[trials["status"] != FINISHED].drop_duplicates(["cell", "seed"])
+    finished = trials[trials["status"] == RunStatus.FINISHED].drop_duplicates(["cell", "seed"])
+    others = trials[trials["status"] != RunStatus.FINISHED].drop_duplicates(["cell", "seed"])
     trials = pd.concat([finished, others], ignore_index=True)
     for cell in trials.sort_values("start_time", kind="stable")["cell"].unique():  # no spec: the order they ran in
         if cell not in cells:
@@ -156,7 +155,6 @@ def stated_claims(path: Path | None) -> tuple:
     """The `claims:` of the spec at `path` (none without one)."""
     if path is None:
         return ()
-    from p2p.sweep.spec import load_spec
 
     return load_spec(path).claims
 

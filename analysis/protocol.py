@@ -11,16 +11,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
-from analysis.findings import ALPHA
+from analysis.findings import ALPHA, claims_of
 from analysis.power import FEWEST_SEEDS, MAX_SEEDS, TARGET_POWER, first_reaching, paired_power
-from p2p import contract, tracking
+from p2p import command, contract, tracking
 from p2p.errors import UserError
+from p2p.metrics.fcn import load_scorer
+from p2p.metrics.fcn_fit import scorer_path
 from p2p.sweep.estimate import EPOCH_OVERHEAD_S, TRIAL_SETUP_S, WORKER_START_S
-from p2p.tracker import FINISHED
+from p2p.sweep.spec import load_spec
+from p2p.tracking_protocol import RunStatus
 
 PLATEAU_GAIN = 0.005  # FCN IoU gained over the next two epochs below which the curve has levelled off
 SMALLEST_EFFECT = contract.FCN_IOU.effect  # the FCN IoU difference a sweep should be able to detect (0.01)
@@ -29,9 +33,9 @@ SMALLEST_EFFECT = contract.FCN_IOU.effect  # the FCN IoU difference a sweep shou
 MIN_SEEDS, MIN_EPOCHS = 4, 4
 BUDGET_S = 60 * 60  # per sweep, on this 2-core machine
 WORKERS = 2
-SWEEPS = {"patchsize": (4, 4, True), "loss": (7, 6, False), "generator": (4, 4, False), "tricks": (5, 4, False)}
-# sweep: (cells, claims tested, whether it has the 286x286 ImageGAN). Cells without a discriminator
-# (L1) train faster; the estimate counts every cell at the pilot's (L1+cGAN) cost.
+SWEEPS = ("patchsize", "loss", "generator", "tricks")  # their specs, sweeps/<name>.yaml, give the counts (`shape`)
+SPECS = Path(__file__).resolve().parents[1] / "sweeps"
+IMAGEGAN_PATCH = 286  # the paper's ImageGAN: a discriminator whose receptive field is the whole 256x256 image
 SMALL, LARGE = 64, 128  # resolutions: a sweep without the ImageGAN may train at SMALL (rule 1)
 SMALL_MIN_IOU = 0.15  # ... if the FCN scorer at SMALL scores the real test photos at least this class IoU
 TEST_IMAGES = 106
@@ -57,7 +61,7 @@ class Pilot:
 def load_pilot(size: int, experiment: str = "protocol-pilot") -> Pilot:
     runs = [r for r in tracking.find_runs(experiment) if r.run_name.startswith(f"pilot-{size} ")
             or r.params.get("name") == f"pilot-{size}"]
-    runs = [r for r in runs if r.status == FINISHED]
+    runs = [r for r in runs if r.status == RunStatus.FINISHED]
     if len(runs) < 2:
         raise UserError(f"experiment '{experiment}': {len(runs)} finished pilot-{size} runs in "
                         f"{tracking.tracking_uri()} (expected 2: run the pilot first)")
@@ -120,25 +124,39 @@ class Decision:
     note: str
 
 
+@dataclass(frozen=True)
+class SweepShape:
+    """What the rules need of a sweep's spec. Cells without a discriminator (L1) train faster; the estimate counts
+    every cell at the pilot's (L1+cGAN) cost."""
+
+    cells: int
+    claims: int  # the claims its report tests (analysis.findings.claims_of)
+    imagegan: bool  # a cell trains the 286x286 ImageGAN
+
+
+def shape(sweep: str) -> SweepShape:
+    spec = load_spec(SPECS / f"{sweep}.yaml")
+    names = [cell.name for cell in spec.cells]
+    return SweepShape(len(names), len(claims_of(spec.name, spec.claims, names)),
+                      any(cell.overrides.get("model.discriminator.patch") == IMAGEGAN_PATCH for cell in spec.cells))
+
+
 def resolution(sweep: str, small_scorer_iou: float | None) -> int:
     """Rule 1: the ImageGAN needs LARGE; the others SMALL, if the FCN can still tell real photos' classes there."""
-    has_imagegan = SWEEPS[sweep][2]
-    if has_imagegan or small_scorer_iou is None or small_scorer_iou < SMALL_MIN_IOU:
+    if shape(sweep).imagegan or small_scorer_iou is None or small_scorer_iou < SMALL_MIN_IOU:
         return LARGE
     return SMALL
 
 
 def scorer_iou(size: int) -> float | None:
     """The cached facades FCN scorer's class IoU on the real test photos at this size (None: not fitted)."""
-    from p2p.metrics.fcn import load_scorer
-    from p2p.metrics.fcn_fit import scorer_path
-
     path = scorer_path("facades", size)
     return float(load_scorer(path).info["ground_truth"]["iou"]) if path.is_file() else None
 
 
 def decide(sweep: str, pilot: Pilot) -> Decision:
-    cells, claims, _ = SWEEPS[sweep]
+    counts = shape(sweep)
+    cells, claims = counts.cells, counts.claims
     size = pilot.size
     # Intermediate scoring: cost scales with the images scored; the largest subset within EVAL_SHARE.
     per_image = pilot.eval_s / (pilot.subset or TEST_IMAGES)
@@ -169,12 +187,10 @@ def _mean(values) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from p2p.cli import Parser, run
-
-    parser = Parser(prog="python -m analysis.protocol", description=__doc__.splitlines()[0])
+    parser = command.Parser(prog="python -m analysis.protocol", description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", default="protocol-pilot")
     args = parser.parse_args(argv)
-    return run(lambda: apply_rules(args.experiment))
+    return command.run(lambda: apply_rules(args.experiment))
 
 
 def apply_rules(experiment: str) -> int:

@@ -29,8 +29,9 @@ from analysis.sequential import METHOD, MIXTURE_PRECISION, tally
 from analysis.shape import RULE as SHAPE_RULE
 from analysis.signs import METHOD as SIGN_METHOD
 from analysis.stats import kendall_tau, t_interval
-from p2p import contract
+from p2p import contract, tracking
 from p2p.errors import UserError
+from p2p.sweep.spec import load_spec
 
 __all__ = ["build_report", "comparison_metric", "score_table", "ReportDoc"]
 TRENDS_PNG = "findings_over_training.png"
@@ -178,7 +179,7 @@ def build_report(sweep: str, scale: str | None = None, out_root: Path = Path("re
     if path:
         images["Training curves"] = (path, "")
     if samples:
-        from analysis.samples import cell_samples
+        from analysis.samples import cell_samples  # lazy: torch and the networks, only for the samples figure
 
         picked = cell_samples(runs, samples)
         path = figures.samples_figure(picked, runs.cells, out / "samples.png") if picked else None
@@ -190,8 +191,6 @@ def build_report(sweep: str, scale: str | None = None, out_root: Path = Path("re
     (out / "report.html").write_text(doc.html())
     (out / "findings.json").write_text(json.dumps(doc.record(), indent=2) + "\n")
     if log and runs.parent_run_id:
-        from p2p import tracking
-
         tracking.log_artifacts(runs.parent_run_id, out, contract.REPORT_DIR)
     return out
 
@@ -419,7 +418,6 @@ def _spec_argument(sweep: str):
     """The loaded spec where `sweep` is a spec's path (as `p2p sweep` takes it), else None (a sweep's name)."""
     if not sweep.endswith((".yaml", ".yml")) and "/" not in sweep:
         return None
-    from p2p.sweep.spec import load_spec
 
     return load_spec(Path(sweep))
 

@@ -10,6 +10,8 @@ import torch
 from analysis.load import SweepRuns
 from p2p import checkpoint, data, tracking
 from p2p.errors import UserError
+from p2p.evaluate import generate
+from p2p.translate import load_generator
 
 
 @dataclass
@@ -23,9 +25,6 @@ class CellSamples:
 
 def cell_samples(runs: SweepRuns, count: int = 4) -> CellSamples | None:
     """Translate the first `count` test images with one finished run per cell (its lowest seed)."""
-    from p2p.evaluate import generate
-    from p2p.translate import load_generator
-
     finished = runs.finished.sort_values("seed")
     chosen = {cell: finished[finished["cell"] == cell].iloc[0] for cell in runs.cells
               if (finished["cell"] == cell).any()}

@@ -14,6 +14,7 @@ from pathlib import Path
 from analysis.findings import fixed_verdict
 from analysis.sequential import tally
 from p2p import contract
+from p2p.command import Parser, run
 from p2p.errors import UserError
 
 COLUMNS = ["sweep", "claim", "verdict", "fixed protocol (spec's seeds)",
@@ -136,8 +137,6 @@ def summary(folder: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from p2p.cli import Parser, run
-
     parser = Parser(prog="python -m analysis.summary",
                     description="one Markdown table of the findings of every sweep in a folder")
     parser.add_argument("folder", help="a folder of <sweep>/findings.json, e.g. results/cpu")

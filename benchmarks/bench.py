@@ -94,7 +94,7 @@ def count_flops(step: Step) -> int:
 
 
 class TimedTracker:
-    """A Tracker (p2p.tracker) that hands every call to another one and adds up the time the calls take."""
+    """A Tracker (p2p.tracking_protocol) that hands every call to another one and adds up the time the calls take."""
 
     def __init__(self, inner):
         self.inner, self.seconds, self.calls = inner, 0.0, 0

@@ -95,7 +95,7 @@ def child_epoch(setting: Setting, variant: str, device: str, data_root: str, ima
     for it count. Plus the checkpoint's size and what writing it takes."""
     from p2p import contract
     from p2p.config import load_config
-    from p2p.tracker import NullTracker
+    from p2p.tracking_protocol import NullTracker
     from p2p.trainer import train
 
     tracker, landed = NullTracker(), {}

@@ -10,20 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
-from typing import Callable
 
-from p2p import contract, signals
+from analysis.command import add_report_arguments, report
+from p2p import contract
+from p2p.command import Parser, run
 from p2p.contract import Tag
 from p2p.errors import UserError
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, with its mistakes on one line like every other p2p error (the usage is one --help away)."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
 
 
 def _shared_options() -> dict[str, argparse.ArgumentParser]:
@@ -141,15 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_sweep)
 
     p = sub.add_parser("report", help="write a sweep's report: scores, findings, figures (what `make report` calls)")
-    p.add_argument("sweep", help="sweep name (the MLflow experiment; sweeps/<name>.yaml) or a spec's path")
-    p.add_argument("--scale", default=None, help="which scale's runs (default: the newest sweep's)")
-    p.add_argument("--runs", default=None, metavar="PATH",
-                   help="rebuild from a published runs.csv (and the epochs.csv beside it) instead of the MLflow store, "
-                        "e.g. results/cpu/loss/runs.csv")
-    p.add_argument("--out", default="reports", help="folder for <out>/<sweep>/ (default: reports; the published "
-                   "copy: results/cpu)")
-    p.add_argument("--samples", type=int, default=4, help="test images in the qualitative figure (0: none)")
-    p.add_argument("--no-log", action="store_true", help="do not log the report on the sweep's parent run")
+    add_report_arguments(p)
     p.set_defaults(handler=cmd_report)
 
     p = sub.add_parser("fcn", help="the FCN-score's segmenter")
@@ -318,13 +303,7 @@ def _sweep_on_slurm(args: argparse.Namespace, options) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from analysis.report import build_report
-
-    out = build_report(args.sweep, args.scale, Path(args.out), log=not args.no_log, samples=args.samples,
-                       runs_csv=Path(args.runs) if args.runs else None)
-    print(f"wrote {out / 'report.md'} (figures beside it), {out / 'report.html'}, {out / 'findings.json'} and the "
-          f"per-seed data {out / 'runs.csv'}, {out / 'epochs.csv'}")
-    return 0
+    return report(args)
 
 
 def cmd_data(args: argparse.Namespace) -> int:
@@ -361,47 +340,10 @@ def cmd_fcn_fit(args: argparse.Namespace) -> int:
     return 0
 
 
-# Every character that ends a line for a terminal or str.splitlines, as the escape a reader can see.
-LINE_BREAKS = {c: repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
-
-
-def one_line(message: object) -> str:
-    """A message as one line: a key or value quoted from a file may hold line breaks (shown escaped)."""
-    return str(message).strip().translate(str.maketrans(LINE_BREAKS))
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # a sweep's worker says nothing when stopped: the sweep command speaks for it
     return run(lambda: args.handler(args), quiet_stop=getattr(args, "worker", False))
-
-
-def run(command: Callable[[], int], quiet_stop: bool = False) -> int:
-    """The one mapping from how a command ends to what the user sees and the exit status, for every p2p command
-    (and `python -m analysis.summary`, `python -m analysis.protocol`):
-
-    a user error: one line on stderr, 2; SIGINT or SIGTERM (p2p.signals; the cleanup has run on the way here):
-    "p2p: stopped by SIGTERM", 128 + the signal; a training fault (a non-finite loss): one line, 1.
-    """
-    restore = signals.install()
-    try:
-        return command()
-    except UserError as exc:
-        print(f"p2p: error: {one_line(exc)}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as stop:
-        if not quiet_stop:
-            print(f"p2p: {signals.reason(stop)}", file=sys.stderr)
-        return signals.exit_status(stop)
-    except Exception as exc:
-        from p2p.trainer import TrainingFault
-
-        if isinstance(exc, TrainingFault):
-            print(f"p2p: training stopped: {one_line(exc)}", file=sys.stderr)
-            return 1
-        raise
-    finally:
-        restore()
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The names p2p shares with its users, reports and checks, each defined once.
 
-They follow "MLflow names" in the lab's design notes (`../shared/DESIGN.md`, beside the repository and not
-shipped with it); the README's "Changing the code" and docs/ say the same for users.
+Users read them in docs/sweeps.md (the tags and trial attributes of a sweep's runs), docs/scores.md
+(the scores) and the README's "Changing the code" (how to add a score).
 
 Scores (key, label, direction, the `eval.metrics` entry that computes it), training losses, tags
 and trial attributes, artifact names, and how experiments, runs and studies are named. Standard

@@ -10,7 +10,7 @@ from p2p.models import registry
 from p2p.models.geometry import PATCH_TO_LAYERS, patch_output_size
 
 if TYPE_CHECKING:
-    import torch.nn as nn
+    import torch.nn as nn  # lazy, as torch
 
     from p2p.config import RunConfig
 
@@ -43,8 +43,8 @@ def measure_receptive_field(D: nn.Module, in_channels: int, max_size: int = 1024
     the input region whose gradient is non-zero. The input grows until that region no
     longer touches the border (so it is the whole field, not a clipped one).
     """
-    import torch
-    import torch.nn as nn
+    import torch  # lazy: `p2p describe --list-models` runs without torch
+    import torch.nn as nn  # lazy, as torch
 
     net = copy.deepcopy(D).float().eval()
     with torch.no_grad():
@@ -77,9 +77,9 @@ def measure_receptive_field(D: nn.Module, in_channels: int, max_size: int = 1024
 
 
 def describe(cfg: RunConfig) -> dict:
-    import torch
+    import torch  # lazy: `p2p describe --list-models` runs without torch
 
-    from p2p.models import channels, count_parameters, create_discriminator, create_generator
+    from p2p.models import channels, count_parameters, create_discriminator, create_generator  # with torch (lazy, above)
 
     in_ch, out_ch = channels(cfg)
     G = create_generator(cfg)

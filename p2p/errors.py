@@ -1,4 +1,6 @@
-"""The one exception type that means "the user asked for something invalid", and how messages name URLs."""
+"""The exceptions a command ends with (a user's mistake; a run that cannot go on), and how messages name URLs.
+
+Standard library only: the command wrapper (p2p.command) maps them to exit statuses without importing torch."""
 
 from __future__ import annotations
 
@@ -9,6 +11,10 @@ class UserError(Exception):
     The CLI prints its message as one line on stderr and exits with status 2;
     the message names the file/key/URL and what was expected.
     """
+
+
+class TrainingFault(RuntimeError):
+    """The run could not go on (a non-finite loss); its last good checkpoint is kept."""
 
 
 def redact_url(url: str) -> str:

@@ -17,7 +17,10 @@ from p2p import checkpoint, contract, data, images, runtime
 from p2p.config import DataConfig, RunConfig, parse_override, replace
 from p2p.errors import UserError
 from p2p.metrics import ScoreSettings, score_images
-from p2p.tracker import Tracker
+from p2p.metrics.distribution import fid_warning
+from p2p.metrics.fcn_fit import fcn_skip_reason, scorer_for_run
+from p2p.models import generator_from_saved
+from p2p.tracking_protocol import Tracker
 
 
 @functools.lru_cache(maxsize=4)
@@ -58,8 +61,6 @@ def evaluate_generator(G: nn.Module, cfg: RunConfig, device: torch.device, split
                        ) -> tuple[dict[str, float], torch.Tensor | None]:
     """(scores keyed as in p2p.contract, a sample grid input | output | target or None), on the first
     `max_images` images of the split (default: `eval.max_images`)."""
-    from p2p.metrics.fcn_fit import scorer_for_run
-
     scorer_for_run(cfg, progress=True)  # a missing scorer: fitted (or the error) before generating, not after
     pairs = eval_pairs(cfg.data, split or cfg.eval.split, max_images or cfg.eval.max_images)
     inputs, targets = pairs.split(pairs.pairs)
@@ -73,8 +74,6 @@ def evaluate_generator(G: nn.Module, cfg: RunConfig, device: torch.device, split
 def score_outputs(outputs: torch.Tensor, targets: torch.Tensor, inputs: torch.Tensor, cfg: RunConfig,
                   device: torch.device, progress: bool = False) -> dict[str, float]:
     """The run's `eval.metrics` for generated images; FCN scores where the inputs are label maps."""
-    from p2p.metrics.fcn_fit import fcn_skip_reason, scorer_for_run
-
     # A missing scorer is fitted here once (eval.fcn_fit_missing), with its bar: minutes of work, never silent.
     scorer = scorer_for_run(cfg, progress=True)
     if "fcn" in cfg.eval.metrics and scorer is None:
@@ -84,8 +83,6 @@ def score_outputs(outputs: torch.Tensor, targets: torch.Tensor, inputs: torch.Te
                              weights_dir=cfg.eval.weights_dir, fcn_scorer=str(scorer) if scorer else None)
     scores = score_images(outputs, targets, settings, labels=inputs if scorer is not None else None, progress=progress)
     if contract.FID.key in scores:
-        from p2p.metrics.distribution import fid_warning
-
         warning = fid_warning(len(outputs))
         if warning:
             _note_once(f"p2p: note: {warning}")
@@ -121,8 +118,6 @@ def score_saved(state: dict, path: Path, split: str | None = None, overrides: li
     epoch: as `eval/*` for the run's own `eval.split`, as `eval_<split>/*` for another split (so train
     scores never overwrite test scores).
     """
-    from p2p.models import generator_from_saved
-
     saved, G = generator_from_saved(state, str(path))
     # --set may change how and what is scored (eval.*, runtime.*, data.root), not the weights' architecture.
     cfg = replace(saved, dict(parse_override(o) for o in overrides), source="--set") if overrides else saved
@@ -142,7 +137,7 @@ def evaluate_saved(target: str, split: str | None = None, overrides: list[str] |
                    progress: bool = True) -> tuple[dict[str, float], str | None]:
     """`p2p eval`: score a run's generator (by MLflow run id, or a generator.pt / checkpoint.pt path) and log
     the scores to its run, when that is in the tracking store. Returns (scores, the run id logged to or None)."""
-    from p2p import tracking
+    from p2p import tracking  # lazy: MLflow's import, only where a run is read from its store
 
     path = Path(target)
     if path.is_file():
@@ -162,7 +157,7 @@ def evaluate_saved(target: str, split: str | None = None, overrides: list[str] |
 
 def _run_generator(run_id: str) -> Path:
     """A run's generator.pt: in its run folder if that is here, else downloaded from its artifacts."""
-    from p2p import tracking
+    from p2p import tracking  # lazy: MLflow's import, only where a run is read from its store
 
     tracker = tracking.MlflowTracker.of(run_id)
     params = tracker.params()
@@ -178,7 +173,7 @@ def _run_generator(run_id: str) -> Path:
 
 def _stored_run_id(state: dict, path: Path) -> str | None:
     """The run a checkpoint belongs to: stored in checkpoint.pt, or the run folder generator.pt sits in."""
-    from p2p import tracking
+    from p2p import tracking  # lazy: MLflow's import, only where a run is read from its store
 
     if not tracking.store_exists():
         return None

@@ -49,13 +49,13 @@ def split_pair(image: torch.Tensor, path: Path, square: bool = True) -> tuple[to
 
 
 def to_grayscale(rgb: torch.Tensor) -> torch.Tensor:
-    import torchvision.transforms.v2.functional as TF
+    import torchvision.transforms.v2.functional as TF  # here: torchvision's import costs ~2 s
 
     return TF.rgb_to_grayscale(rgb, num_output_channels=1)
 
 
 def resize(image: torch.Tensor, size: int) -> torch.Tensor:
-    import torchvision.transforms.v2.functional as TF
+    import torchvision.transforms.v2.functional as TF  # here: torchvision's import costs ~2 s
 
     return TF.resize(image, [size, size], interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
 

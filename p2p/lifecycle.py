@@ -23,11 +23,10 @@ from p2p import checkpoint, contract, runtime, scoring, signals
 from p2p.config import RunConfig, dump_yaml, flatten, to_dict
 from p2p.contract import Tag
 from p2p.epoch import train_epoch
-from p2p.errors import UserError
+from p2p.errors import TrainingFault, UserError
 from p2p.names import inside
 from p2p.resume import log_unlogged_epoch, resumable_checkpoint
-from p2p.step import TrainingFault
-from p2p.tracker import FINISHED, RUNNING, NullTracker, Tracker, TrackingError
+from p2p.tracking_protocol import NullTracker, RunStatus, Tracker, TrackingError
 from p2p.training_state import TrainingState
 
 
@@ -80,7 +79,7 @@ class Run:
         self.run_dir = request.run_dir
         self.state: TrainingState | None = None
         self.outcome: TrainResult | Exception | None = None
-        self.trained, self.was = False, RUNNING
+        self.trained, self.was = False, RunStatus.RUNNING
         self.writer = checkpoint.BackgroundWriter()
         self.in_flight: SavedEpoch | None = None  # the epoch whose checkpoint is being written
 
@@ -110,7 +109,7 @@ class Run:
             tracker.log_text(dump_yaml(cfg), contract.CONFIG_ARTIFACT)
         else:  # the run the checkpoint belongs to, and the epoch its stop may have left unlogged
             self.was = tracker.resume(saved["run_id"])
-            if self.was != FINISHED:
+            if self.was != RunStatus.FINISHED:
                 log_unlogged_epoch(tracker, saved)
         state.run_id = tracker.run_id
         self.run_dir = self.run_dir or inside(cfg.runtime.out_dir, Path(cfg.runtime.out_dir) / cfg.name / tracker.run_id, "name")
@@ -167,7 +166,7 @@ class Run:
         if self.trained or not (self.run_dir / contract.GENERATOR_FILE).is_file():
             checkpoint.export_generator(self.run_dir, self.state.cfg, self.state.G)
             self.tracker.log_artifact(self.run_dir / contract.GENERATOR_FILE)
-        if self.was != FINISHED:
+        if self.was != RunStatus.FINISHED:
             self.tracker.finish()
         self.outcome = TrainResult(self.tracker.run_id, self.run_dir, self.state.epoch, self.state.scores())
 

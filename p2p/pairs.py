@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from p2p import images
 from p2p.config import DataConfig
@@ -54,8 +55,6 @@ def decode_pairs(cfg: DataConfig, split: str, files: list[Path], size: int, prog
 
 
 def decode_bar(split: str, total: int, progress: bool):
-    from tqdm import tqdm
-
     return tqdm(total=total, desc=f"decode {split}", unit="img", leave=False, disable=not progress)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from p2p import checkpoint, contract
 from p2p.config import RunConfig, flatten, to_dict
 from p2p.errors import UserError
-from p2p.tracker import Tracker
+from p2p.tracking_protocol import Tracker
 
 
 def resumable_checkpoint(cfg: RunConfig, run_dir: Path) -> dict | None:

@@ -8,7 +8,7 @@ import torch
 
 from p2p import contract, runtime
 from p2p.models.layers import set_dropout_generator
-from p2p.tracker import Tracker
+from p2p.tracking_protocol import Tracker
 from p2p.training_state import TrainingState
 
 

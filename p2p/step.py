@@ -22,7 +22,7 @@ import torch.nn as nn
 from p2p import contract, losses, runtime, streams
 from p2p.config import LossConfig, RunConfig, TricksConfig
 from p2p.contract import D_FAKE, D_REAL, G_GAN, G_L1
-from p2p.errors import UserError
+from p2p.errors import TrainingFault, UserError
 
 # Whether the graph path has passed its GPU checks (benchmarks/gpu_check.sh: tests/test_cuda.py on a real GPU).
 # The one statement of that state: while it is False, `runtime.cuda_graph: auto` means eager (a path never run on
@@ -32,10 +32,6 @@ WARMUP_STEPS = 3  # eager steps before the capture: allocations, cuDNN's choices
 # Steps until a graphed stepper has captured its graph (the warm-up, then the step that captures and replays it):
 # what a caller timing the step runs first, so that every step it times is a replay.
 STEPS_TO_CAPTURE = WARMUP_STEPS + 1
-
-
-class TrainingFault(RuntimeError):
-    """The run could not go on (a non-finite loss); its last good checkpoint is kept."""
 
 
 class LossSums:

@@ -29,7 +29,7 @@ from p2p import checkpoint, tracking
 from p2p.config import to_dict
 from p2p.sweep import study as studies
 from p2p.sweep.spec import load_spec, run_dir
-from p2p.tracker import FAILED, FINISHED, KILLED, RUNNING
+from p2p.tracking_protocol import RunStatus
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("P2P_SHARED", ROOT.parent / "shared"))
@@ -172,14 +172,14 @@ def check_completed_once(spec_path: Path, storage: str, tracking_uri: str, kille
 
     runs = tracking.find_tagged_runs(spec.name, {"p2p.sweep": spec.name, "p2p.scale": "cpu"}, uri=tracking_uri)
     parents = [r for r in runs if r.tags.get("p2p.role") == "sweep"]
-    assert len(parents) == 1 and parents[0].status == FINISHED
+    assert len(parents) == 1 and parents[0].status == RunStatus.FINISHED
     children = tracking.child_runs(parents[0].run_id, spec.name, uri=tracking_uri)
     assert len(children) == len(runs) - 1  # every trial's run hangs under the sweep's parent run
-    assert not [r for r in children if r.status == RUNNING]
-    finished = sorted(f"{r.tags['p2p.cell']} seed{r.tags['p2p.seed']}" for r in children if r.status == FINISHED)
+    assert not [r for r in children if r.status == RunStatus.RUNNING]
+    finished = sorted(f"{r.tags['p2p.cell']} seed{r.tags['p2p.seed']}" for r in children if r.status == RunStatus.FINISHED)
     assert finished == expected
     for run in children:
-        if run.status == FINISHED:
+        if run.status == RunStatus.FINISHED:
             assert "eval/ssim" in run.metrics and run.params["optim.epochs"] == str(SWEEP_EPOCHS)
             assert "p2p.failure" not in run.tags
 
@@ -191,7 +191,7 @@ def check_completed_once(spec_path: Path, storage: str, tracking_uri: str, kille
     if out_dirs is None or final_run == killed["run_id"]:
         assert final_run == killed["run_id"]
     else:
-        assert tracking.run_record(killed["run_id"], tracking_uri).status == KILLED
+        assert tracking.run_record(killed["run_id"], tracking_uri).status == RunStatus.KILLED
     history = tracking.metric_points(final_run, "train/lr", tracking_uri)
     assert sorted({m.step for m in history}) == list(range(1, SWEEP_EPOCHS + 1))
     return children
@@ -243,7 +243,7 @@ def fake_run(parent, cell, seed, start, stamps, end, commit, generator=None, fai
         tracker.log_artifact(generator)
     if failure is not None:
         tracker.set_tags({tracking.FAILURE_TAG: failure})
-    c.set_terminated(tracker.run_id, FAILED if failure else FINISHED, end_time=end)
+    c.set_terminated(tracker.run_id, RunStatus.FAILED if failure else RunStatus.FINISHED, end_time=end)
 
 
 def make_sweep(tiny_overrides, tmp_path, with_generators=True):

@@ -17,7 +17,7 @@ from p2p import checkpoint, step
 from p2p.errors import UserError
 from p2p.lifecycle import RunRequest, StopTraining, TrainResult
 from p2p.packing import train_together
-from p2p.tracker import NullTracker
+from p2p.tracking_protocol import NullTracker
 from p2p.trainer import train
 from tests.helpers import facades_config
 

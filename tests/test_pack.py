@@ -13,7 +13,7 @@ from p2p.lifecycle import RunRequest, StopTraining, TrainResult
 from p2p.packing import train_together
 from p2p.sweep import study as studies
 from p2p.sweep.spec import grid, load_spec
-from p2p.tracker import NullTracker
+from p2p.tracking_protocol import NullTracker
 from p2p.trainer import train
 from tests.helpers import OK_CELLS, check_completed_once, facades_config, kill_mid_trial, start, sweep_command, sweep_env
 from tests.helpers import write_sweep_spec as write_spec

@@ -13,8 +13,8 @@ from p2p import checkpoint, losses
 from p2p.errors import UserError
 from p2p.lifecycle import StopTraining
 from p2p.step import TrainingFault
-from p2p.tracker import NullTracker
 from p2p.tracking import MlflowTracker, client
+from p2p.tracking_protocol import NullTracker
 from p2p.trainer import train
 from tests.helpers import facades_config
 

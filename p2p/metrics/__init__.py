@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from p2p import contract
+from p2p.errors import UserError
 from p2p.metrics import image
 
 
@@ -40,7 +41,7 @@ def score_images(outputs: torch.Tensor, targets: torch.Tensor, settings: ScoreSe
                          f"and {targets.dtype} {tuple(targets.shape)}")
     scores: dict[str, float] = {}
     if "fcn" in settings.metrics and labels is not None:
-        from p2p.metrics.fcn import fcn_scores, load_scorer
+        from p2p.metrics.fcn import fcn_scores, load_scorer  # lazy: only runs scored by the FCN load it
 
         if settings.fcn_scorer is None:
             raise ValueError("FCN scores need ScoreSettings.fcn_scorer (see p2p.metrics.fcn_fit.ensure_fcn_scorer)")
@@ -48,7 +49,7 @@ def score_images(outputs: torch.Tensor, targets: torch.Tensor, settings: ScoreSe
         fcn = fcn_scores(scorer, outputs, labels, settings.batch_size, progress)
         scores |= {s.key: fcn[s.part] for s in contract.scores_of("fcn")}
     if "lpips" in settings.metrics:
-        from p2p.metrics.perceptual import lpips_distance, lpips_model
+        from p2p.metrics.perceptual import lpips_distance, lpips_model  # lazy: lpips and torchvision's models
 
         model = lpips_model(settings.lpips_net, settings.weights_dir, settings.device)
         distances = lpips_distance(outputs, targets, model, settings.batch_size, progress)
@@ -67,9 +68,8 @@ def score_images(outputs: torch.Tensor, targets: torch.Tensor, settings: ScoreSe
 def distribution_scores(outputs: torch.Tensor, targets: torch.Tensor, settings: ScoreSettings,
                         progress: bool = False) -> dict[str, float]:
     """KID (mean and spread) and/or FID, from one Inception pass over each set."""
-    from p2p.errors import UserError
-    from p2p.metrics import distribution
-    from p2p.metrics.inception import inception_features, inception_network
+    from p2p.metrics import distribution  # lazy: torchmetrics, only for KID/FID
+    from p2p.metrics.inception import inception_features, inception_network  # lazy, as distribution
 
     if len(outputs) < 2:
         raise UserError(f"eval.metrics: KID and FID compare sets of images and need at least 2, got {len(outputs)}")

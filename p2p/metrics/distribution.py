@@ -50,7 +50,7 @@ def _check(real: torch.Tensor, fake: torch.Tensor) -> None:
 
 def fid(real: torch.Tensor, fake: torch.Tensor) -> float:
     """Frechet distance between Gaussians fitted to two sets of features (float64, on the CPU)."""
-    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.fid import FrechetInceptionDistance  # lazy: torchmetrics' import, for FID only
 
     _check(real, fake)
     metric = FrechetInceptionDistance(feature=_Precomputed())
@@ -62,7 +62,7 @@ def fid(real: torch.Tensor, fake: torch.Tensor) -> float:
 def kid(real: torch.Tensor, fake: torch.Tensor, subsets: int = KID_SUBSETS, subset_size: int | None = None,
         seed: int = KID_SEED) -> tuple[float, float]:
     """(mean, standard deviation) of the unbiased MMD^2 over `subsets` random subsets of each set."""
-    from torchmetrics.image.kid import KernelInceptionDistance
+    from torchmetrics.image.kid import KernelInceptionDistance  # lazy: torchmetrics' import, for KID only
 
     _check(real, fake)
     size = subset_size or kid_subset_size(len(real), len(fake))

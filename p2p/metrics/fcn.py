@@ -38,7 +38,7 @@ class FCN8s(nn.Module):
 
     def __init__(self, num_classes: int, width: int = 1024, dropout: float = 0.5):
         super().__init__()
-        from torchvision.models.vgg import cfgs, make_layers
+        from torchvision.models.vgg import cfgs, make_layers  # lazy: torchvision's import costs ~2 s
 
         # torchvision's vgg16().features, without building (and randomly initialising) its 120M-parameter classifier
         self.features = make_layers(cfgs["D"], batch_norm=False)

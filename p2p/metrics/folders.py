@@ -16,6 +16,7 @@ from p2p import contract, images
 from p2p.config import DataConfig
 from p2p.errors import UserError
 from p2p.metrics import ScoreSettings, score_images
+from p2p.metrics.fcn_fit import ensure_fcn_scorer, fcn_skip_reason
 
 
 def image_files(folder: Path, role: str) -> dict[str, Path]:
@@ -110,8 +111,6 @@ def score_folders(outputs_dir: str | Path, targets_dir: str | Path, labels_dir: 
 
 
 def _cached_scorer(dataset: str, shape: torch.Size, weights_dir: str | None, progress: bool) -> Path:
-    from p2p.metrics.fcn_fit import ensure_fcn_scorer, fcn_skip_reason
-
     h, w = shape
     if h != w:
         raise UserError(f"--labels: FCN scores need square images (the scorers are fitted at SxS), got {w}x{h}")

@@ -52,7 +52,7 @@ def _from_file(path: Path, weights_dir: str | None) -> dict[str, torch.Tensor]:
 
 
 def _from_torchvision(arch: str) -> dict[str, torch.Tensor]:
-    import torchvision
+    import torchvision  # lazy: torchvision's import costs ~2 s
 
     weights = {"alexnet": torchvision.models.AlexNet_Weights.IMAGENET1K_V1,
                "vgg16": torchvision.models.VGG16_Weights.IMAGENET1K_V1}[arch]

@@ -18,11 +18,11 @@ __all__ = list(_FACTORY + _REGISTRY)
 
 def __getattr__(name: str) -> Any:
     if name in _FACTORY:
-        from p2p.models import factory
+        from p2p.models import factory  # lazy: torch, on first use (see above)
 
         return getattr(factory, name)
     if name in _REGISTRY:
-        from p2p.models import registry
+        from p2p.models import registry  # lazy, as factory
 
         return getattr(registry, name)
     raise AttributeError(f"module 'p2p.models' has no attribute {name!r}")

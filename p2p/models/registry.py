@@ -125,7 +125,7 @@ def discriminator(name: str) -> DiscriminatorSpec:
 @register_generator("unet", encoder_decoder=True, min_crop=32,
                     description="U-Net: log2(crop) downsamplings to a 1x1 bottleneck, with skips (the paper's generator)")
 def _unet(g: Any, in_channels: int, out_channels: int, crop: int) -> Any:
-    from p2p.models.generators import UNetGenerator
+    from p2p.models.generators import UNetGenerator  # lazy: torch (this module is read before it)
 
     return UNetGenerator(in_channels, out_channels, crop, g.ngf, g.norm, g.dropout, skip=True, dropout_at=g.dropout_at)
 
@@ -133,7 +133,7 @@ def _unet(g: Any, in_channels: int, out_channels: int, crop: int) -> Any:
 @register_generator("encoder_decoder", encoder_decoder=True, min_crop=32,
                     description="the U-Net without its skip connections (the paper's encoder-decoder baseline)")
 def _encoder_decoder(g: Any, in_channels: int, out_channels: int, crop: int) -> Any:
-    from p2p.models.generators import UNetGenerator
+    from p2p.models.generators import UNetGenerator  # lazy: torch (this module is read before it)
 
     return UNetGenerator(in_channels, out_channels, crop, g.ngf, g.norm, g.dropout, skip=False,
                          dropout_at=g.dropout_at)
@@ -142,7 +142,7 @@ def _encoder_decoder(g: Any, in_channels: int, out_channels: int, crop: int) -> 
 @register_generator("resnet_6blocks", crop_multiple=4,
                     description="Johnson et al.'s ResNet: 2 downsamplings, 6 residual blocks, 2 upsamplings")
 def _resnet_6blocks(g: Any, in_channels: int, out_channels: int, crop: int) -> Any:
-    from p2p.models.generators import ResnetGenerator
+    from p2p.models.generators import ResnetGenerator  # lazy: torch (this module is read before it)
 
     return ResnetGenerator(in_channels, out_channels, g.ngf, g.norm, g.dropout, n_blocks=6)
 
@@ -150,7 +150,7 @@ def _resnet_6blocks(g: Any, in_channels: int, out_channels: int, crop: int) -> A
 @register_generator("resnet_9blocks", crop_multiple=4,
                     description="Johnson et al.'s ResNet: 2 downsamplings, 9 residual blocks, 2 upsamplings")
 def _resnet_9blocks(g: Any, in_channels: int, out_channels: int, crop: int) -> Any:
-    from p2p.models.generators import ResnetGenerator
+    from p2p.models.generators import ResnetGenerator  # lazy: torch (this module is read before it)
 
     return ResnetGenerator(in_channels, out_channels, g.ngf, g.norm, g.dropout, n_blocks=9)
 
@@ -161,6 +161,6 @@ PATCHGAN = "patchgan"
 @register_discriminator(PATCHGAN, description="PatchGAN: n_layers stride-2 4x4 convolutions; model.discriminator.patch "
                                               "1 (PixelGAN), 16, 70 or 286, or n_layers")
 def _patchgan(d: Any, in_channels: int, n_layers: int) -> Any:
-    from p2p.models.discriminators import PatchDiscriminator
+    from p2p.models.discriminators import PatchDiscriminator  # lazy: torch (this module is read before it)
 
     return PatchDiscriminator(in_channels, d.ndf, n_layers, d.norm)

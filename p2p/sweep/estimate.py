@@ -12,9 +12,14 @@ import heapq
 import math
 import time
 
-from p2p.config import RunConfig
+import torch
+
+from p2p import runtime, step
+from p2p.config import RunConfig, with_worker_threads
 from p2p.data import list_images, split_dir
+from p2p.models import channels
 from p2p.sweep.spec import TrialKey
+from p2p.training_state import TrainingState
 
 # Measured on the 2-core AMD EPYC CPU of this lab, one thread per process (docs/sweeps.md):
 WORKER_START_S = 10.0  # a worker process: imports (torch, mlflow, optuna, torchmetrics), opening the stores
@@ -29,7 +34,7 @@ def describe_plan(plan, study, url: str, workers: int, threads: int, pack: int =
                   findings: list[str] | None = None) -> str:
     """The table of trials (with their state when the study exists), the findings so far (lines the caller
     read) and the estimated wall time."""
-    from p2p.sweep import study as studies
+    from p2p.sweep import study as studies  # lazy: optuna, only with a study
 
     spec = plan.spec
     lines = [f"sweep {spec.name} ({plan.scale}): {spec.description}".rstrip(": "),
@@ -118,13 +123,6 @@ def schedule_seconds(runs: list[float], workers: int) -> float:
 def measure_step_seconds(cfg: RunConfig, threads: int) -> float:
     """Median seconds of one training step (`p2p.step.train_step`, as the trainer runs it: eager or one CUDA
     graph) on random images of the config's size."""
-    import torch
-
-    from p2p import runtime, step
-    from p2p.config import with_worker_threads
-    from p2p.models import channels
-    from p2p.training_state import TrainingState
-
     cfg = with_worker_threads(cfg, threads)  # as each worker's trial config has it
     device = runtime.configure(cfg.runtime, cfg.seed)  # the set-up training runs under: threads, cuDNN, TF32, ...
     state = TrainingState(cfg, device, with_data=False)

@@ -79,8 +79,8 @@ def next_round(spec: SweepSpec, scale: str, keys: list[TrialKey], open_cells: se
 
 def run_until_resolved(spec_path: str | Path, options: SweepOptions, rounds: Rounds, findings: FindingsReader,
                        dry_run: bool = False) -> int:
-    from p2p.sweep import study as studies
-    from p2p.sweep.estimate import wall_time_text
+    from p2p.sweep import study as studies  # lazy: optuna, only when a round runs
+    from p2p.sweep.estimate import wall_time_text  # lazy: torch (p2p.data); p2p --help reads this module
 
     started = time.monotonic()
     spec = load_spec(spec_path, options.name)
@@ -137,8 +137,8 @@ def run_until_resolved(spec_path: str | Path, options: SweepOptions, rounds: Rou
 def round_seconds(plan: Plan, states: dict, todo: list[TrialKey], options: SweepOptions) -> float:
     """The round's wall time: each trial as long as its cell's finished trials took (their median), else as
     long as a step measured now says; scheduled on the workers the round would start."""
-    from p2p.sweep import study as studies
-    from p2p.sweep.estimate import measure_step_seconds, run_seconds, schedule_seconds
+    from p2p.sweep import study as studies  # lazy: optuna, only when a round runs
+    from p2p.sweep.estimate import measure_step_seconds, run_seconds, schedule_seconds  # lazy, as above
 
     pack = resolve_pack(options.pack)
     workers, threads = resolve_workers(options.workers, math.ceil(len(todo) / pack), options.per_gpu)

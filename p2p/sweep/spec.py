@@ -4,12 +4,12 @@ A spec names a base run config, the cells of one factor (values of one dotted ke
 named variants each a set of overrides), the seeds, per-scale settings and the objective;
 or, instead of cells, an Optuna `search` over some keys. It is read by the schema engine of
 run configs (`p2p.schema`), and nothing here imports torch or optuna, so reading and checking
-a spec (and `--dry-run`'s table) is instant.
+a spec costs no torch start-up (`--dry-run` then times real training steps: p2p.sweep.estimate).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
@@ -44,25 +44,24 @@ class SearchParam:
     choices: Optional[tuple[Any, ...]] = None
 
 
-@dataclass(frozen=True)
-class Search:
-    """An Optuna search (its settings as in `SearchFile`)."""
+@dataclass(frozen=True, kw_only=True)
+class SearchSettings:
+    """How an Optuna search runs, as a spec's `search:` writes it (declared once: the file's schema and `Search`)."""
+
+    trials: int = entry(ge=1)
+    sampler: Literal["tpe", "random"] = "tpe"
+    pruner: Literal["median", "none"] = "median"
+    startup_trials: int = entry(4, ge=0)  # trials sampled at random (and never pruned) before TPE and pruning start
+    warmup_epochs: int = entry(1, ge=0)  # epochs a trial runs before it can be pruned
+
+
+@dataclass(frozen=True, kw_only=True)
+class Search(SearchSettings):
+    """An Optuna search: its settings and the keys it searches, each checked."""
 
     params: tuple[SearchParam, ...]
-    trials: int
-    sampler: str
-    pruner: str
-    startup_trials: int
-    warmup_epochs: int
 
 
-@dataclass(frozen=True)
-class StatedClaim:
-    """A hypothesis a spec states before its runs: '`better` scores better than `worse`' on the objective."""
-
-    better: str
-    worse: str
-    why: str = ""
 
 
 @dataclass(frozen=True)
@@ -218,7 +217,10 @@ class ObjectiveFile:
 
 
 @dataclass(frozen=True)
-class ClaimFile:
+class StatedClaim:
+    """A hypothesis a spec states before its runs: '`better` scores better than `worse`' on the objective; read as
+    written (its cells are checked against the spec's by `_claims`)."""
+
     better: str = entry(expected="the name of a cell of this spec")
     worse: str = entry(expected="the name of a cell of this spec")
     why: str = ""
@@ -249,15 +251,10 @@ class SearchParamFile:
             raise Invalid("low", "a number > 0 for a log range", self.low)
 
 
-@dataclass(frozen=True)
-class SearchFile:
+@dataclass(frozen=True, kw_only=True)
+class SearchFile(SearchSettings):
     params: dict[str, Union[list[Any], SearchParamFile]] = entry(
         check=bool, expected="a mapping of config keys to ranges")  # a list: {choices: [...]}
-    trials: int = entry(ge=1)
-    sampler: Literal["tpe", "random"] = "tpe"
-    pruner: Literal["median", "none"] = "median"
-    startup_trials: int = entry(4, ge=0)  # trials sampled at random (and never pruned) before TPE and pruning start
-    warmup_epochs: int = entry(1, ge=0)  # epochs a trial runs before it can be pruned
 
 
 @dataclass(frozen=True)
@@ -277,7 +274,7 @@ class SpecFile:
     scales: Optional[dict[str, Optional[ScaleFile]]] = entry(
         None, expected="a mapping of scale name (cpu, paper) to settings")
     search: Optional[dict[str, Any]] = entry(None, expected="a mapping with params and trials")  # read as SearchFile
-    claims: Optional[list[ClaimFile]] = entry(
+    claims: Optional[list[StatedClaim]] = entry(
         None, expected="a list of {better: CELL, worse: CELL, why: TEXT}: the hypotheses the report judges")
 
     def check(self) -> None:
@@ -333,7 +330,7 @@ def load_spec(path: str | Path, name: str | None = None) -> SweepSpec:
                      search=search, claims=_claims(raw.claims or [], cells, src))
 
 
-def _claims(raw: list[ClaimFile], cells: tuple[Cell, ...], src: str) -> tuple[StatedClaim, ...]:
+def _claims(raw: list[StatedClaim], cells: tuple[Cell, ...], src: str) -> tuple[StatedClaim, ...]:
     """The spec's hypotheses, each between two of its cells."""
     names = [c.name for c in cells]
     for i, claim in enumerate(raw):
@@ -343,7 +340,7 @@ def _claims(raw: list[ClaimFile], cells: tuple[Cell, ...], src: str) -> tuple[St
                                         ", ".join(names) + ")", getattr(claim, side)).message(src))
         if claim.better == claim.worse:
             raise UserError(Invalid(f"claims[{i}]", "two different cells", claim.better).message(src))
-    return tuple(StatedClaim(c.better, c.worse, c.why) for c in raw)
+    return tuple(raw)
 
 
 def _cells(raw: SpecFile, src: str) -> tuple[Cell, ...]:
@@ -379,5 +376,5 @@ def _search(raw: SearchFile, src: str) -> Search:
         choices = tuple(value.choices) if value.choices is not None else None
         params.append(SearchParam(key=key, low=value.low, high=value.high, log=value.log, integer=value.integer,
                                   choices=choices))
-    return Search(params=tuple(params), trials=raw.trials, sampler=raw.sampler, pruner=raw.pruner,
-                  startup_trials=raw.startup_trials, warmup_epochs=raw.warmup_epochs)
+    settings = {f.name: getattr(raw, f.name) for f in fields(SearchSettings)}
+    return Search(params=tuple(params), **settings)

@@ -2,7 +2,7 @@
 
 - `store`: which store (`MLFLOW_TRACKING_URI`, else `mlflow.db` in the project root), whether it answers
   (checked before anything trains), the client, calls that fail as one line naming the store, experiments;
-- `mlflow_tracker`: `MlflowTracker`, the `p2p.tracker.Tracker` that `p2p train`, `p2p eval` and sweeps
+- `mlflow_tracker`: `MlflowTracker`, the `p2p.tracking_protocol.Tracker` that `p2p train`, `p2p eval` and sweeps
   record runs through;
 - `queries`: a store read back as plain records (`RunRecord`, metric histories), never MLflow's own objects;
 - `views`: how the MLflow UI opens a sweep's experiment (its runs table, the trials by cell).
@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 
 from p2p.contract import Tag
-from p2p.tracker import MetricPoint, RunRecord, TrackingError
 from p2p.tracking.mlflow_tracker import MlflowTracker, git_commit
 from p2p.tracking.queries import (
     child_runs,
@@ -33,7 +32,7 @@ from p2p.tracking.queries import (
     run_record,
 )
 from p2p.tracking.store import (
-    DEFAULT_DB,
+    DEFAULT_TRACKING_DB,
     EXPERIMENT_KIND,
     EXPERIMENT_KIND_TAG,
     NOT_FOUND,
@@ -58,6 +57,7 @@ from p2p.tracking.views import (
     sweep_view_state,
     ui_url,
 )
+from p2p.tracking_protocol import MetricPoint, RunRecord, TrackingError
 
 logging.getLogger("mlflow").setLevel(logging.WARNING)
 logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -68,6 +68,6 @@ __all__ = ["MlflowTracker", "TrackingError", "RunRecord", "MetricPoint", "tracki
            "check_store", "client", "ensure_store", "guarded", "experiment_id", "experiment_exists", "git_commit",
            "run_exists", "run_record", "find_runs", "find_tagged_runs", "find_or_start_run", "child_runs",
            "metric_points", "metric_history", "list_artifacts", "download_artifact", "log_artifacts",
-           "prepare_sweep_experiment", "sweep_view_state", "ui_url", "DEFAULT_DB", "URI_ENV", "STORE_ERRORS",
+           "prepare_sweep_experiment", "sweep_view_state", "ui_url", "DEFAULT_TRACKING_DB", "URI_ENV", "STORE_ERRORS",
            "NOT_FOUND", "EXPERIMENT_KIND", "EXPERIMENT_KIND_TAG", "VIEW_TAG_PREFIX", "SWEEP_VIEW", "SWEEP_VIEW_NAME",
            "UI_BASE", "PARENT_TAG", "FAILURE_TAG"]

@@ -1,4 +1,4 @@
-"""`MlflowTracker`: the `p2p.tracker.Tracker` that `p2p train`, `p2p eval` and sweeps record a run through,
+"""`MlflowTracker`: the `p2p.tracking_protocol.Tracker` that `p2p train`, `p2p eval` and sweeps record a run through,
 on an MLflow store; it reads that run back as plain values, never MLflow's own objects."""
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from typing import Any, Callable
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from p2p import signals
 from p2p.contract import Tag
 from p2p.errors import first_line
-from p2p.tracker import FAILED, FINISHED, KILLED, RUNNING, TrackingError
 from p2p.tracking.store import T, _environ, client, experiment_id, guarded, tracking_uri
+from p2p.tracking_protocol import RunStatus, TrackingError
 
 
 def git_commit() -> str | None:
@@ -31,7 +32,7 @@ def git_commit() -> str | None:
 
 
 class MlflowTracker:
-    """The `Tracker` of p2p.tracker on an MLflow store: one run's params, tags, metrics by step, artifacts,
+    """The `Tracker` of p2p.tracking_protocol on an MLflow store: one run's params, tags, metrics by step, artifacts,
     and how it ended; reading that run back as plain values.
 
     A store that fails a call raises `TrackingError` (one line naming the store and the call).
@@ -83,9 +84,9 @@ class MlflowTracker:
         Returns the status it had; a FINISHED run is left as it is."""
         self.run_id = run_id
         run = self._do("reading", lambda: self.client.get_run(run_id))
-        if run.info.status == FINISHED:
-            return FINISHED
-        self._do("resuming", lambda: self.client.update_run(run_id, status=RUNNING))
+        if run.info.status == RunStatus.FINISHED:
+            return RunStatus.FINISHED
+        self._do("resuming", lambda: self.client.update_run(run_id, status=RunStatus.RUNNING))
         if Tag.FAILURE in run.data.tags:
             self._do("resuming", lambda: self.client.delete_tag(run_id, Tag.FAILURE))
         return run.info.status
@@ -123,20 +124,18 @@ class MlflowTracker:
         self._do(f"uploading {artifact_file}", lambda: self.client.log_text(self.run_id, text, artifact_file))
 
     def finish(self) -> None:
-        self._do("marking it FINISHED", lambda: self.client.set_terminated(self.run_id, FINISHED))
+        self._do("marking it FINISHED", lambda: self.client.set_terminated(self.run_id, RunStatus.FINISHED))
 
     def fail(self, reason: str) -> None:
         self.set_tags({Tag.FAILURE: reason[:4000]})
-        self._do("marking it FAILED", lambda: self.client.set_terminated(self.run_id, FAILED))
+        self._do("marking it FAILED", lambda: self.client.set_terminated(self.run_id, RunStatus.FAILED))
 
     def kill(self, reason: str) -> None:
         self.set_tags({Tag.FAILURE: reason[:4000]})
-        self._do("marking it KILLED", lambda: self.client.set_terminated(self.run_id, KILLED))
+        self._do("marking it KILLED", lambda: self.client.set_terminated(self.run_id, RunStatus.KILLED))
 
     def end_quietly(self, exc: BaseException) -> None:
         """KILLED for a stop (a signal, Ctrl-C), FAILED otherwise, with the reason; a store that is down is left as is."""
-        from p2p import signals
-
         with contextlib.suppress(Exception):
             if isinstance(exc, KeyboardInterrupt):
                 self.kill(signals.reason(exc))

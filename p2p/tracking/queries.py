@@ -9,10 +9,10 @@ from typing import Any, Iterable
 from mlflow.exceptions import MlflowException
 
 from p2p.contract import Tag
-from p2p.tracker import MetricPoint, RunRecord
 from p2p.tracking.mlflow_tracker import MlflowTracker
 from p2p.tracking.store import NOT_FOUND, STORE_ERRORS, client, guarded, tracking_uri
 from p2p.tracking.views import prepare_sweep_experiment
+from p2p.tracking_protocol import MetricPoint, RunRecord
 
 
 def run_exists(run_id: str, uri: str | None = None) -> bool:

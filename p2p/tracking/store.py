@@ -15,15 +15,17 @@ from pathlib import Path
 from typing import Callable, Iterator, TypeVar
 
 import requests
+import sqlalchemy
 import sqlalchemy.exc
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from sqlalchemy.engine import make_url
 
-from p2p import contract
+from p2p import contract, signals
 from p2p.errors import UserError, first_line, redact_url, scrub
-from p2p.tracker import TrackingError
+from p2p.tracking_protocol import TrackingError
 
-DEFAULT_DB, URI_ENV = contract.DEFAULT_STORE, contract.URI_ENV
+DEFAULT_TRACKING_DB, URI_ENV = contract.DEFAULT_STORE, contract.URI_ENV
 # What a store that is down, refuses the credentials or lost its database raises through MLflow's client.
 STORE_ERRORS = (MlflowException, requests.exceptions.RequestException, sqlalchemy.exc.SQLAlchemyError, OSError)
 NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")  # error codes of a run id the store lacks
@@ -37,7 +39,7 @@ def tracking_uri() -> str:
     uri = os.environ.get(URI_ENV)
     if uri:
         return uri
-    return "sqlite:///" + str(Path(DEFAULT_DB).resolve())
+    return "sqlite:///" + str(Path(DEFAULT_TRACKING_DB).resolve())
 
 
 def store_exists(uri: str | None = None) -> bool:
@@ -67,8 +69,6 @@ def guarded(uri: str, what: str, call: Callable[[], T]) -> T:
     A stop signal waits for the call to end (p2p.signals.held): cut in half, a sqlite write keeps its lock
     and the run could not be marked KILLED.
     """
-    from p2p import signals
-
     try:
         with signals.held():
             return call()
@@ -118,8 +118,6 @@ def _environ(values: dict[str, str]) -> Iterator[None]:
 
 def _check_sqlite(uri: str) -> None:
     """An existing file must be a database; a new one must have a folder it can be made in. Creates nothing."""
-    from sqlalchemy.engine import make_url
-
     database = make_url(uri).database
     if not database or database == ":memory:":
         return
@@ -136,8 +134,6 @@ def _check_sqlite(uri: str) -> None:
 
 def _check_database(uri: str, probe: str = "SELECT 1") -> None:
     """Connect once, straight through SQLAlchemy: MLflow's own engine retries a refused login for ~100 s."""
-    import sqlalchemy
-
     args = {"connect_timeout": 10} if uri.startswith("postgres") else {}
     engine = sqlalchemy.create_engine(uri, poolclass=sqlalchemy.pool.NullPool, connect_args=args)
     try:

@@ -14,6 +14,7 @@ import json
 import time
 from typing import Any
 
+from p2p import contract
 from p2p.tracking.store import STORE_ERRORS, client, experiment_id, guarded, tracking_uri
 
 VIEW_TAG_PREFIX = "mlflow.sharedViewState."  # + the view's id: {name, createdAt, updatedAt, state (JSON)}
@@ -26,8 +27,6 @@ def sweep_view_state() -> dict[str, Any]:
     """The runs table of a sweep: trials grouped by cell (a group row holds the cell's mean), their cell and
     seed, and the scores a run logs by default, best FCN IoU first. Grouping also lifts the trials out from
     under the collapsed parent run, which MLflow otherwise lists alone."""
-    from p2p import contract
-
     columns = [f"tags.`{contract.Tag.CELL}`", f"tags.`{contract.Tag.SEED}`",
                *(f"metrics.`{key}`" for key in contract.DEFAULT_KEYS)]
     return {"searchFilter": "", "orderByKey": f"metrics.`{contract.HEADLINE.key}`", "orderByAsc": False,
