@@ -20,7 +20,7 @@ from p2p.cli import main
 from p2p.sweep import study as studies
 from p2p.sweep.slurm import time_minutes
 from p2p.sweep.spec import TrialKey, load_spec, run_dir
-from p2p.tracker import FINISHED, RUNNING
+from p2p.tracking_protocol import RunStatus
 from tests.helpers import OK_CELLS, SWEEP_EPOCHS, free_port, one_error_line, postgres_server, write_sweep_spec
 from tests.slurm_cluster import SlurmUnavailable, slurm_cluster
 
@@ -176,9 +176,9 @@ def check_once(spec_path: Path, storage: str, tracking_uri: str, keys: list[str]
     assert not [t for t in trials if t.state in (studies.RUNNING, studies.WAITING)]
     runs = tracking.find_tagged_runs(spec.name, {"p2p.sweep": spec.name, "p2p.scale": "cpu"}, uri=tracking_uri)
     children = [r for r in runs if r.tags.get("p2p.role") != "sweep"]
-    assert not [r for r in runs if r.status == RUNNING]
-    finished = {f"{r.tags['p2p.cell']} seed{r.tags['p2p.seed']}": r for r in children if r.status == FINISHED}
-    assert sorted(finished) == keys and len([r for r in children if r.status == FINISHED]) == len(keys)
+    assert not [r for r in runs if r.status == RunStatus.RUNNING]
+    finished = {f"{r.tags['p2p.cell']} seed{r.tags['p2p.seed']}": r for r in children if r.status == RunStatus.FINISHED}
+    assert sorted(finished) == keys and len([r for r in children if r.status == RunStatus.FINISHED]) == len(keys)
     return finished
 
 

@@ -1,6 +1,6 @@
 """The Optuna side of a sweep: storage, the study, its queue of trials, heartbeats.
 
-The only module that imports optuna (the trial seam, as p2p/tracker.py is MLflow's): the rest of the
+The only module that imports optuna (the trial seam, as p2p/tracking/ is MLflow's): the rest of the
 sweep reads trials as plain `TrialRecord`s and acts on the trials it claimed through `ClaimedTrial`;
 a study is an opaque handle to them. Optuna's private parts (`trial_id`, `retry_history`, the heartbeat
 base class and table) are touched here only. A grid sweep enqueues each (cell, seed)

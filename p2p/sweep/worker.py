@@ -30,7 +30,7 @@ from p2p.packing import train_together
 from p2p.step import TrainingFault
 from p2p.sweep import study as studies
 from p2p.sweep.spec import SweepJob, TrialKey, run_dir, trial_config
-from p2p.tracker import FAILED, RUNNING
+from p2p.tracking_protocol import RunStatus
 
 
 def run_worker(job: SweepJob) -> int:
@@ -232,7 +232,7 @@ def _prepare_run_dir(folder: Path, experiment: str, tags: dict[str, Any]) -> Non
     """
     path = folder / checkpoint.CHECKPOINT
     if not path.is_file():
-        for run in tracking.find_tagged_runs(experiment, tags, statuses=[RUNNING]):
+        for run in tracking.find_tagged_runs(experiment, tags, statuses=[RunStatus.RUNNING]):
             tracking.MlflowTracker.of(run.run_id).kill("its sweep worker stopped before the first checkpoint; "
                                                        "the trial started again from scratch")
         return
@@ -248,7 +248,7 @@ def _record_failed_run(experiment: str, run_name: str, tags: dict[str, Any], par
                        started: float) -> None:
     """Every failed trial has an MLflow run with the reason: the trainer's, or a new one if it never began."""
     key_tags = {k: v for k, v in tags.items() if k != Tag.TRIAL}
-    for run in tracking.find_tagged_runs(experiment, key_tags, statuses=[FAILED]):
+    for run in tracking.find_tagged_runs(experiment, key_tags, statuses=[RunStatus.FAILED]):
         if (run.end_time or 0) >= started * 1000 - 1000:
             return
     tracker = tracking.MlflowTracker()
