@@ -26,10 +26,11 @@ from p2p.sweep.claims import FindingsReader
 
 if TYPE_CHECKING:  # the study module imports optuna: only when a sweep runs
     from p2p.sweep.study import TrialRecord
+from p2p.sweep.progress import Progress
 from p2p.sweep.spec import SweepJob, SweepSpec, TrialKey, check_cli_overrides, grid, load_spec, trial_config
 
 POLL_S = 3.0  # seconds between looks at the study (a finished trial's line appears within this)
-STORAGE_ENV, DEFAULT_DB = "P2P_SWEEP_STORAGE", "optuna.db"
+STORAGE_ENV, DEFAULT_STUDY_DB = "P2P_SWEEP_STORAGE", "optuna.db"  # the study's default sqlite file
 
 
 @dataclass(frozen=True)
@@ -67,7 +68,7 @@ class Plan:
 
 def default_storage_url() -> str:
     """`$P2P_SWEEP_STORAGE`, else the sqlite file `optuna.db` in the current folder (the project root)."""
-    return os.environ.get(STORAGE_ENV) or "sqlite:///" + str(Path(DEFAULT_DB).resolve())
+    return os.environ.get(STORAGE_ENV) or "sqlite:///" + str(Path(DEFAULT_STUDY_DB).resolve())
 
 
 def cuda_present() -> bool:
@@ -315,7 +316,7 @@ def _epochs_done(plan: Plan, trials: list) -> int:
         done = 0
         for key, state in studies.key_states(trials, plan.keys).items():
             full = plan.epochs(key.cell)
-            if state.state in ("done", "failed"):
+            if state.state.settled:
                 done += full
             elif state.trial is not None:
                 done += min(full, state.trial.epoch)
@@ -354,7 +355,7 @@ def finish(plan: Plan, study, codes: list[int | None]) -> int:
 
     print(summary(plan, study))
     left = studies.has_unfinished(study) if plan.spec.search is not None else any(
-        s.state in ("missing", "waiting", "running") for s in studies.key_states(study, plan.keys).values())
+        not s.state.settled for s in studies.key_states(study, plan.keys).values())
     parent = studies.parent_run(study)
     if parent:
         print(f"MLflow: experiment '{plan.spec.name}' in {tracking.tracking_uri()}, parent run {parent}")
@@ -384,12 +385,12 @@ def summary(plan: Plan, study) -> str:
         lines.append(f"  {'cell':28s} {'seeds':>7s}  {'mean':>8s}  {'sd':>7s}  values")
         for cell in spec.cells:
             cell_states = [state for key, state in states.items() if key.cell == cell.name]
-            values = [s.trial.value for s in cell_states if s.state == "done" and s.trial.value is not None]
+            values = [s.trial.value for s in cell_states if s.state == Progress.DONE and s.trial.value is not None]
             mean = f"{statistics.fmean(values):.4f}" if values else "-"
             sd = f"{statistics.stdev(values):.4f}" if len(values) > 1 else "-"
             shown = " ".join(f"{v:.4f}" for v in values)
             lines.append(f"  {cell.name:28s} {len(values):>3d} / {len(cell_states):<2d} {mean:>8s}  {sd:>7s}  {shown}")
-            failures += [f"{s.key.label}: {s.reason.splitlines()[0][:300]}" for s in cell_states if s.state == "failed"]
+            failures += [f"{s.key.label}: {s.reason.splitlines()[0][:300]}" for s in cell_states if s.state == Progress.FAILED]
     else:
         trials = studies.records(study)
         complete = [t for t in trials if t.state == studies.COMPLETE]

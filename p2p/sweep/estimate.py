@@ -62,7 +62,7 @@ def describe_plan(plan, study, url: str, workers: int, threads: int, pack: int =
                 state = states.get(TrialKey(cell.name, seed))
                 label = state.state if state is not None else "todo"
                 row += f"{label.replace('missing', 'todo'):>8s}"
-                if label not in ("done", "failed"):
+                if state is None or not state.state.settled:
                     todo.append(run_s.get(cell.name, 0.0))
             overrides = ", ".join(f"{k}={v}" for k, v in cell.overrides.items()) or "(the base config)"
             if cell.name in plan.invalid:

@@ -34,6 +34,7 @@ from p2p.sweep.driver import (
     resolve_workers,
     run_trials,
 )
+from p2p.sweep.progress import Progress
 from p2p.sweep.spec import SweepSpec, TrialKey, load_spec
 
 ROUND_SEEDS = 2  # seeds each open cell gains per round: a look every 2 seeds (the verdicts allow any number)
@@ -95,7 +96,7 @@ def run_until_resolved(spec_path: str | Path, options: SweepOptions, rounds: Rou
         queued = [k for k in studies.queued_keys(study) if k.cell in cells] if study is not None else []
         keys = list(dict.fromkeys(plan.keys + queued))
         states = studies.key_states(study, keys) if study is not None else {}
-        todo = [k for k in keys if k not in states or states[k].state not in ("done", "failed")]
+        todo = [k for k in keys if k not in states or not states[k].state.settled]
         if not todo:  # every queued trial has ended: judge the claims, and plan the next round
             look += 1
             found = findings(spec, plan.scale)
@@ -128,7 +129,7 @@ def run_until_resolved(spec_path: str | Path, options: SweepOptions, rounds: Rou
         if code != 0:
             return code
         after = studies.key_states(studies.find(url, spec, plan.scale), todo)
-        if not any(state.state == "done" for state in after.values()):
+        if not any(state.state == Progress.DONE for state in after.values()):
             print(f"p2p: sweep {spec.name}: a round of {what} finished no trial; stopping (see the failures above)",
                   file=sys.stderr)
             return 1

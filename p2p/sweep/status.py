@@ -11,11 +11,13 @@ from pathlib import Path
 
 from p2p.errors import UserError
 from p2p.sweep.driver import SweepOptions, default_storage_url, resolve_scale
+from p2p.sweep.progress import Progress
 from p2p.sweep.spec import load_spec
 
 COLUMNS = ("done", "running", "failed", "queued")
 # A key's state (study.key_states) as a column: a (cell, seed) without a live trial is waiting for one.
-COLUMN_OF = {"done": "done", "running": "running", "failed": "failed", "waiting": "queued", "missing": "queued"}
+COLUMN_OF = {Progress.DONE: "done", Progress.RUNNING: "running", Progress.FAILED: "failed", Progress.WAITING: "queued",
+             Progress.MISSING: "queued"}
 
 
 def sweep_status(spec_path: str | Path, options: SweepOptions) -> int:

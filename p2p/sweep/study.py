@@ -38,6 +38,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from p2p import contract
 from p2p.contract import Attr
 from p2p.errors import UserError, first_line, redact_url, scrub
+from p2p.sweep.progress import Progress
 from p2p.sweep.spec import SearchParam, SweepSpec, TrialKey
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -384,7 +385,7 @@ class KeyState:
     """Where one (cell, seed) stands, from all the trials that carry its key."""
 
     key: TrialKey
-    state: str  # done | running | waiting | failed | missing
+    state: Progress
     trial: TrialRecord | None  # the trial that decides the state
     reason: str = ""
 
@@ -397,7 +398,7 @@ def queued_keys(study: optuna.Study) -> list[TrialKey]:
 
 def seconds_taken(state: KeyState) -> float | None:
     """How long a done trial took in its worker (None if not done or not recorded)."""
-    return state.trial.seconds if state.state == "done" and state.trial is not None else None
+    return state.trial.seconds if state.state == Progress.DONE and state.trial is not None else None
 
 
 def failure_reason(trial: TrialRecord) -> str:
@@ -421,7 +422,8 @@ def key_states(trials: optuna.Study | list[TrialRecord], keys: list[TrialKey]) -
 
 
 def _state_of(key: TrialKey, trials: list[TrialRecord]) -> KeyState:
-    for state, label in ((COMPLETE, "done"), (PRUNED, "done"), (RUNNING, "running"), (WAITING, "waiting")):
+    for state, label in ((COMPLETE, Progress.DONE), (PRUNED, Progress.DONE), (RUNNING, Progress.RUNNING),
+                         (WAITING, Progress.WAITING)):
         found = [t for t in trials if t.state == state]
         if found:
             return KeyState(key, label, found[-1])
@@ -430,8 +432,8 @@ def _state_of(key: TrialKey, trials: list[TrialRecord]) -> KeyState:
     # a stale trial whose retry copy was never queued (its finder died) is simply missing.
     decided = [t for t in failed if t.failure is not None or stale_retries_exhausted(t)]
     if decided:
-        return KeyState(key, "failed", decided[-1], failure_reason(decided[-1]))
-    return KeyState(key, "missing", failed[-1] if failed else None)
+        return KeyState(key, Progress.FAILED, decided[-1], failure_reason(decided[-1]))
+    return KeyState(key, Progress.MISSING, failed[-1] if failed else None)
 
 
 def enqueue_grid(study: optuna.Study, keys: list[TrialKey], retry_failed: bool = False) -> list[TrialKey]:
@@ -440,7 +442,7 @@ def enqueue_grid(study: optuna.Study, keys: list[TrialKey], retry_failed: bool =
     queued = []
     for key in keys:
         state = states[key]
-        if state.state == "missing" or (retry_failed and state.state == "failed"):
+        if state.state == Progress.MISSING or (retry_failed and state.state == Progress.FAILED):
             study.enqueue_trial({}, user_attrs={CELL: key.cell, SEED: key.seed})
             queued.append(key)
     return queued
