@@ -85,11 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=0, metavar="N",
                    help="worker processes on this machine (default: --per-gpu per GPU, else one per CPU core)")
     p.add_argument("--per-gpu", default="auto", metavar="N",
-                   help="with --workers auto on CUDA: worker processes per GPU (default auto: 1 until several per "
-                        "GPU are verified on a GPU here; 4 processes gave 4.1x one on an H200, docs/speed.md)")
+                   help="with --workers auto on CUDA: worker processes per GPU (default auto: AUTO_PER_GPU in "
+                        "p2p/sweep/driver.py; docs/speed.md, Status)")
     p.add_argument("--pack", default="auto", metavar="K",
-                   help="trials each worker process trains together, each exactly as alone (default auto: 1 on the "
-                        "CPU, where packing does not pay, and on CUDA until packing is verified on a GPU)")
+                   help="trials each worker process trains together, each exactly as alone (default auto: "
+                        "AUTO_PACK in p2p/sweep/driver.py, 1 on the CPU where packing does not pay; docs/speed.md, "
+                        "Status)")
     p.add_argument("--storage", default=None, metavar="URL",
                    help="Optuna storage shared by all workers (default: $P2P_SWEEP_STORAGE, else sqlite:///optuna.db; "
                         "postgresql://... for many machines)")
@@ -160,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_train(args: argparse.Namespace) -> int:
     from p2p import tracking
     from p2p.config import load_config
-    from p2p.trainer import find_resumable, train
+    from p2p.resume import find_resumable  # lazy, as the trainer below: torch only for the commands that train
+    from p2p.trainer import train
 
     cfg = load_config(args.config, args.overrides, scale=args.scale)
     tracking.check_store()  # a store that does not answer stops here, before any data is read or any step runs

@@ -14,13 +14,10 @@ from typing import Callable
 
 from p2p import runtime
 from p2p.config import RunConfig
-from p2p.errors import TrainingFault
 from p2p.lifecycle import Run, RunRequest, TrainResult, progress_bar
-from p2p.resume import find_resumable
 from p2p.tracking_protocol import Tracker
 
-# p2p.cli imports these two from here (it is another layer's to change): they are defined in p2p.resume and p2p.step.
-__all__ = ["train", "find_resumable", "TrainingFault"]
+__all__ = ["train"]
 
 
 def train(cfg: RunConfig, *, tracker: Tracker | None = None, run_dir: Path | None = None, resume: bool = False,

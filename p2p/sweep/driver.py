@@ -17,17 +17,17 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+from tqdm import tqdm
 
 from p2p import contract
 from p2p.config import RunConfig
 from p2p.errors import UserError
+from p2p.sweep import study as studies
 from p2p.sweep.claims import FindingsReader
-
-if TYPE_CHECKING:  # the study module imports optuna: only when a sweep runs
-    from p2p.sweep.study import TrialRecord
 from p2p.sweep.progress import Progress
 from p2p.sweep.spec import SweepJob, SweepSpec, TrialKey, check_cli_overrides, grid, load_spec, trial_config
+from p2p.sweep.study import TrialRecord
 
 POLL_S = 3.0  # seconds between looks at the study (a finished trial's line appears within this)
 STORAGE_ENV, DEFAULT_STUDY_DB = "P2P_SWEEP_STORAGE", "optuna.db"  # the study's default sqlite file
@@ -75,7 +75,7 @@ def cuda_present() -> bool:
     """CUDA without paying for `import torch` on machines that plainly have no NVIDIA device."""
     if not (Path("/dev/nvidiactl").exists() or shutil.which("nvidia-smi")):
         return False
-    import torch
+    import torch  # lazy: torch, only to count the GPUs
 
     return torch.cuda.is_available()
 
@@ -119,7 +119,7 @@ def resolve_pack(pack: int) -> int:
 def _gpu_count() -> int:
     if not cuda_present():
         return 0
-    import torch
+    import torch  # lazy: torch, only to count the GPUs
 
     return torch.cuda.device_count()
 
@@ -166,8 +166,7 @@ def run_sweep(spec_path: str | Path, options: SweepOptions, dry_run: bool = Fals
 
 def describe(plan: Plan, options: SweepOptions, findings: FindingsReader | None) -> str:
     """The dry run's table of trials, the verdicts so far (when `findings` can read them) and the time estimate."""
-    from p2p.sweep import study as studies
-    from p2p.sweep.estimate import describe_plan
+    from p2p.sweep.estimate import describe_plan  # lazy: torch, which the dry run's timing needs
 
     pack = resolve_pack(options.pack)
     workers, threads = resolve_workers(options.workers, math.ceil(plan.trial_count / pack), options.per_gpu)
@@ -198,8 +197,7 @@ def run_trials(spec_path: str | Path, plan: Plan, options: SweepOptions) -> int:
     # wait for "go" on their stdin (and leave quietly if it closes without one).
     procs = [_start_worker(spec_path, job, options.name, i, workers) for i in range(workers)]
     try:
-        from p2p import tracking
-        from p2p.sweep import study as studies
+        from p2p import tracking  # lazy: MLflow, only where the sweep logs its parent run
 
         # Both stores answer before any trial starts: a fault is one line naming its URL (the workers are
         # still waiting for "go", and leave quietly).
@@ -240,7 +238,6 @@ def _start_worker(spec_path: str | Path, job: SweepJob, name: str | None, index:
 
 def _prepare(plan: Plan, job: SweepJob, retry_failed: bool):
     """Create or load the study and queue the trials it lacks (the workers find or start the MLflow parent run)."""
-    from p2p.sweep import study as studies
 
     with studies.storage_lock(job.storage_url, studies.study_name(plan.spec.name, plan.scale)):
         storage = studies.open_storage(job.storage_url, job.heartbeat_s)
@@ -277,9 +274,7 @@ def _stop(procs: list[subprocess.Popen]) -> None:
 
 def watch(plan: Plan, study, procs: list[subprocess.Popen], progress: bool) -> None:
     """One bar over all epochs of all trials (every worker's, on every machine) and a line per finished trial."""
-    from tqdm import tqdm
 
-    from p2p.sweep import study as studies
 
     total = sum(plan.epochs(k.cell) for k in plan.keys) or plan.trial_count * plan.epochs("base")
     trials = studies.records(study)
@@ -310,7 +305,6 @@ def watch(plan: Plan, study, procs: list[subprocess.Popen], progress: bool) -> N
 
 
 def _epochs_done(plan: Plan, trials: list) -> int:
-    from p2p.sweep import study as studies
 
     if plan.spec.search is None:
         done = 0
@@ -326,7 +320,6 @@ def _epochs_done(plan: Plan, trials: list) -> int:
 
 
 def _trial_line(plan: Plan, trial: TrialRecord, retried: bool = False) -> str:
-    from p2p.sweep import study as studies
 
     label = trial.label
     if trial.state == studies.COMPLETE:
@@ -350,8 +343,7 @@ def _duration(seconds: float) -> str:
 
 
 def finish(plan: Plan, study, codes: list[int | None]) -> int:
-    from p2p import tracking
-    from p2p.sweep import study as studies
+    from p2p import tracking  # lazy: MLflow, only where the sweep logs its parent run
 
     print(summary(plan, study))
     left = studies.has_unfinished(study) if plan.spec.search is not None else any(
@@ -375,7 +367,6 @@ def finish(plan: Plan, study, codes: list[int | None]) -> int:
 
 def summary(plan: Plan, study) -> str:
     """Per cell: finished seeds, mean and spread of the objective, failures with their reasons."""
-    from p2p.sweep import study as studies
 
     spec = plan.spec
     lines = [f"sweep {spec.name} ({plan.scale}): {spec.objective} ({spec.direction})"]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
 from p2p import contract
-from p2p.config import RunConfig, load_config, load_yaml, parse_override, replace
+from p2p.config import RunConfig, load_config, load_yaml, parse_override, with_worker_threads
 from p2p.errors import UserError
 from p2p.names import NAME, check_name, check_tag, inside, is_name, tag_folder
 from p2p.schema import Invalid, build, entry, flatten
@@ -164,9 +164,7 @@ def trial_config(spec: SweepSpec, scale: str, cell_overrides: dict[str, Any], se
     overrides.update(parse_override(o) for o in cli_overrides or [])
     cfg = load_config(spec.base, overrides, scale=scale)
     scale_dir(Path(cfg.runtime.out_dir) / "sweeps" / spec.name, scale, str(spec.path))  # before any trial writes there
-    if threads and cfg.runtime.threads == 0:
-        cfg = replace(cfg, {"runtime.threads": threads}, source=str(spec.path))
-    return cfg
+    return with_worker_threads(cfg, threads, source=str(spec.path))
 
 
 def check_cli_overrides(spec: SweepSpec, cli_overrides: list[str]) -> None:
