@@ -4,6 +4,9 @@ Options several commands take are defined once (`_shared_options`), and every co
 `run`: user errors (bad config, missing folder, unreachable store, ...) print one line on stderr and
 exit 2; SIGINT and SIGTERM end a command through its cleanup (a run is marked KILLED, its checkpoint
 kept) and exit 128 + the signal's number.
+
+Each handler imports the module it shells over inside its body, on purpose: `p2p --help`, `p2p describe
+--list-models` and a mistyped command answer in half a second, without importing torch, MLflow or optuna.
 """
 
 from __future__ import annotations
