@@ -65,7 +65,8 @@ test:
 test-fast:
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-# ruff, with the settings in pyproject.toml ([tool.ruff]).
+# ruff ([tool.ruff]), then the import contracts: the floors and seams of the code ([tool.importlinter]), both in
+# pyproject.toml.
 lint:
 	$(PY) -m ruff check . && $(dir $(PY))lint-imports --no-cache
 
