@@ -29,12 +29,18 @@ def copy_of_the_code(dest: Path) -> Path:
     return dest
 
 
-def test_analysis_importing_the_cli_breaks_its_contract_and_the_floors(tmp_path):
+def lint_with_an_import(tmp_path: Path, module: str, statement: str) -> subprocess.CompletedProcess:
+    """lint-imports over a copy of the code in which `module` (a path under the root) gains `statement`: it fails."""
     root = copy_of_the_code(tmp_path)
-    with open(root / "analysis" / "summary.py", "a") as f:
-        f.write("\nimport p2p.cli  # noqa: E402,F401\n")
+    with open(root / module, "a") as f:
+        f.write(f"\n{statement}  # noqa: E402,F401\n")
     proc = lint_imports(root)
     assert proc.returncode == 1, proc.stdout + proc.stderr
+    return proc
+
+
+def test_analysis_importing_the_cli_breaks_its_contract_and_the_floors(tmp_path):
+    proc = lint_with_an_import(tmp_path, "analysis/summary.py", "import p2p.cli")
     assert "4 kept, 2 broken" in proc.stdout
     broken = [line for line in proc.stdout.splitlines() if line.endswith("BROKEN")]
     assert broken == ["The floors, from the command line down to the names and errors BROKEN",
@@ -43,9 +49,5 @@ def test_analysis_importing_the_cli_breaks_its_contract_and_the_floors(tmp_path)
 
 
 def test_a_second_module_importing_mlflow_breaks_its_contract(tmp_path):
-    root = copy_of_the_code(tmp_path)
-    with open(root / "p2p" / "evaluate.py", "a") as f:
-        f.write("\nimport mlflow  # noqa: E402,F401\n")
-    proc = lint_imports(root)
-    assert proc.returncode == 1, proc.stdout + proc.stderr
+    proc = lint_with_an_import(tmp_path, "p2p/evaluate.py", "import mlflow")
     assert "5 kept, 1 broken" in proc.stdout and "p2p.evaluate -> mlflow" in proc.stdout
