@@ -126,7 +126,7 @@ def running_trial(spec: Path, tmp_path: Path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["SIGTERM to the worker", "Ctrl-C to the sweep"])
+@pytest.mark.parametrize("how", ["SIGTERM to the worker", "Ctrl-C to the sweep", "Slurm's USR2 to the worker"])
 def test_a_signal_stops_a_sweep_worker_and_the_same_command_resumes_its_trial(tmp_path, data_root, how):
     uri, spec = f"sqlite:///{tmp_path / 'mlflow.db'}", write_spec(tmp_path)
     log = tmp_path / "sweep.log"
@@ -134,8 +134,10 @@ def test_a_signal_stops_a_sweep_worker_and_the_same_command_resumes_its_trial(tm
                             stderr=open(log, "w"), start_new_session=True)
     check, storage, folder = running_trial(spec, tmp_path)
     trial, worker = wait_for(check, 240, "trial with a checkpoint", proc, log)
-    if how == "SIGTERM to the worker":
-        os.kill(worker, signal.SIGTERM)
+    if how != "Ctrl-C to the sweep":
+        # Slurm's warning before a time limit or a preemption (`--signal=USR2@120` under p2p sweep --slurm) stops
+        # the worker exactly as SIGTERM does: checkpoint kept, trial queued again, resumed by the next command.
+        os.kill(worker, signal.SIGTERM if how == "SIGTERM to the worker" else signal.SIGUSR2)
         name, expected = "SIGTERM", 1  # the sweep command sees its worker gone: "not finished, run it again"
     else:  # a terminal's Ctrl-C reaches the command and its worker at once; the command then SIGTERMs the worker
         os.killpg(proc.pid, signal.SIGINT)
