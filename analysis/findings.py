@@ -36,7 +36,8 @@ from analysis.shape import ShapeCheck, check_shape
 from analysis.signs import ABOVE as SIGNS_ABOVE
 from analysis.signs import BELOW as SIGNS_BELOW
 from analysis.signs import SignVerdict, sign_verdict
-from analysis.stats import Difference, compare, holm
+from analysis.stats import Difference, compare, format_p, holm
+from analysis.stats import json_number as _num
 from p2p import contract
 from p2p.sweep.claims import Findings
 
@@ -497,15 +498,6 @@ def digits(metric: str) -> int:
     return contract.digits(metric)
 
 
-def format_p(p: float) -> str:
-    if math.isnan(p):
-        return "-"
-    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
-
-
-def _num(x: float) -> float | None:
-    """A number for JSON: nan (none) and an unbounded end (inf) as null."""
-    return None if x is None or not math.isfinite(x) else float(x)
 
 
 # ---------------------------------------------------------------- for `p2p sweep` (--dry-run, --until-resolved)

@@ -12,12 +12,12 @@ so that the Progress section and the wall time read the same as from MLflow.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
 
 from analysis.load import EPOCH_COLUMNS, EVAL_PARAMS, SCORES, SweepRuns, epoch_points, spec_file, stated_claims
+from analysis.provenance import _missing  # one rule for a time MLflow may not have
 from p2p import contract
 from p2p.contract import Tag
 from p2p.errors import UserError
@@ -108,6 +108,3 @@ def _write_atomic(frame: pd.DataFrame, path: Path) -> None:
 def _wall_s(start, end) -> float | None:
     return None if _missing(start) or _missing(end) else (int(end) - int(start)) / 1000
 
-
-def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))

@@ -25,6 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+from analysis.stats import format_p
+from analysis.stats import json_number as _num
+
 SHAPIRO_P = 0.05
 SKEW_LIMIT = 1.0
 SKEW_MIN_SEEDS = 20
@@ -68,7 +71,7 @@ class ShapeCheck:
         if not self.checkable:
             return f"all {self.n} differences are equal: no shape to check"
         kurtosis = f", excess kurtosis {self.kurtosis:.1f}" if not math.isnan(self.kurtosis) else ""
-        head = f"differences skew {self.skew:+.2f}{kurtosis}, Shapiro-Wilk p = {_p(self.shapiro_p)}"
+        head = f"differences skew {self.skew:+.2f}{kurtosis}, Shapiro-Wilk p = {format_p(self.shapiro_p)}"
         if self.fails:
             return f"{head}: not Gaussian-looking — read the sign verdict"
         weak = f" (a weak check with {self.n} seeds)" if self.n < SKEW_MIN_SEEDS else ""
@@ -104,9 +107,4 @@ def check_shape(differences: Sequence[float]) -> ShapeCheck:
     return ShapeCheck(n, float(skew), float(kurtosis), float(p))
 
 
-def _p(p: float) -> str:
-    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
 
-
-def _num(x: float) -> float | None:
-    return None if math.isnan(x) else float(x)

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special
 
+from analysis.stats import json_number as _num  # an infinite e-value (beyond ~1,000 unanimous seeds) as null
+
 ABOVE, BELOW, OPEN = "above", "below", "open"
 METHOD = "sign-test e-process (uniform mixture over the bet; ties count against)"
 
@@ -160,7 +162,3 @@ def sign_verdict(differences: Sequence[float], alpha: float) -> SignVerdict:
     e_down = float(sign_e_values(down).max()) if len(d) else 1.0
     return SignVerdict(int(up.sum()), int(down.sum()), int((d == 0).sum()), e_up, e_down, alpha)
 
-
-def _num(x: float) -> float | None:
-    """A number for JSON: an infinite e-value (beyond about 1,000 seeds all one way) as null."""
-    return float(x) if math.isfinite(x) else None

@@ -161,3 +161,15 @@ def kendall_tau(ours: dict[str, float], theirs: dict[str, float]) -> tuple[float
         return math.nan, math.nan, len(common)
     result = stats.kendalltau([ours[c] for c in common], [theirs[c] for c in common])
     return float(result.statistic), float(result.pvalue), len(common)
+
+
+def json_number(x) -> float | None:
+    """A number for findings.json: nan (none), an unbounded end or an infinite e-value (inf) as null."""
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def format_p(p: float) -> str:
+    """'0.042', '3.1e-05', or '-' without a test."""
+    if math.isnan(p):
+        return "-"
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
